@@ -9,7 +9,8 @@ from pathlib import Path
 from .core import EraseCoreError, InputError, MissingFileError
 
 # %% auto #0
-__all__ = ['find_pairs', 'remove', 'flops', 'toy_vae', 'toy_segmenter', 'toy_data', 'fixtures', 'build_parser', 'main']
+__all__ = ['find_pairs', 'remove', 'flops', 'toy_vae', 'toy_segmenter', 'toy_data', 'fixtures', 'bench_cmd', 'build_parser',
+           'main']
 
 # %% ../nbs/90_cli.ipynb #4c1f222f
 from .data.formats import IMAGE_EXTS      # one list of image extensions, owned by the data layer
@@ -129,6 +130,70 @@ def fixtures(args) -> int:
     print(f"fixtures regenerated: {sorted(paths)}; {len(masks)} demo masks")
     return 0
 
+# %% ../nbs/90_cli.ipynb #fd15b4cf
+def _size(s: str) -> tuple[int, int]:
+    "'512' or 'WxH' -> (height, width)."
+    try:
+        w, h = (int(v) for v in s.lower().split('x')) if 'x' in s.lower() else (int(s), int(s))
+    except ValueError: raise InputError(f"--size must be N or WxH (e.g. 512 or 912x512), got {s!r}") from None
+    if h < 1 or w < 1: raise InputError(f"--size must be positive, got {s!r}")
+    return h, w
+
+def bench_cmd(args) -> int:
+    import pandas as pd
+    from erase_core.core import pick_device
+    from erase_core.caching.bench import bench, METHODS
+    bad = [m for m in args.methods if m not in METHODS]
+    if bad: raise InputError(f"unknown method(s) {bad}; choose from {sorted(METHODS)}")
+    if any(not 0 < f <= 1 for f in args.fractions): raise InputError(f"--fractions must lie in (0, 1], got {args.fractions}")
+    if (args.image is None) != (args.mask is None): raise InputError("--image and --mask go together")
+    h, w = _size(args.size) if args.size else (None, None)
+    image = mask = None
+    if args.image:
+        from erase_core.sampling.pipeline import prepare_pair
+        image, mask = prepare_pair(args.image, args.mask, name=args.image)
+        h, w = image.shape[1:]
+    comps = None
+    if args.model:
+        from erase_core.models.presets import load_components
+        comps = load_components(args.preset, args.model)
+    df = bench(args.preset, h, w, steps=args.steps, fractions=args.fractions, methods=args.methods, repeats=args.repeats,
+               warmup=args.warmup, device=str(pick_device(args.device)), sampler=args.sampler, image=image, mask=mask,
+               flops='timed' if args.flops_in_timed_runs else not args.no_flops, seed=args.seed, components=comps,
+               warmup_once=args.warmup_once, log=lambda s: print(s, file=sys.stderr))
+    pd.set_option('display.width', 250); pd.set_option('display.max_columns', 40)
+    cols = [c for c in ('steps', 'method', 'mask_fraction', 'fg_token_fraction', 'total_s', 'flops_T', 'speedup', 'flop_ratio',
+                        'step_time_saving', 'step_flop_saving', 'saving_efficiency') if c in df]
+    print(f"scale: {df.scale.iloc[0]}; preset {args.preset}; {df['size'].iloc[0]}; device: {df.device.iloc[0]}")
+    print(df[cols].to_string(index=False))
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True); df.to_csv(args.csv, index=False)
+        print(f"written: {args.csv}", file=sys.stderr)
+    return 0
+
+def _add_bench_parser(sub):
+    b = sub.add_parser('bench', help='time and count FLOPs of acceleration methods against each other')
+    b.add_argument('--preset', default='tiny', help='architecture preset (random weights unless --model)')
+    b.add_argument('--model', help='local diffusers folder with real weights')
+    b.add_argument('--size', default=None, help="image size, N or WxH (default: the preset's resolution)")
+    b.add_argument('--steps', type=int, nargs='+', default=[2, 4])
+    b.add_argument('--fractions', type=float, nargs='+', default=[0.05, 0.1, 0.2, 0.4, 1.0],
+                   help='foreground fractions of the synthetic centred mask')
+    b.add_argument('--methods', nargs='+', default=['none', 'fpac'])
+    b.add_argument('--sampler', default='ddim')
+    b.add_argument('--repeats', type=int, default=3, help='timed runs per configuration (median reported)')
+    b.add_argument('--warmup', type=int, default=1, help='untimed runs before the timed ones')
+    b.add_argument('--warmup-once', type=int, default=0, help='uncached one-step erasures before everything (process warm-up)')
+    b.add_argument('--no-flops', action='store_true', help='skip the FLOP-counting run')
+    b.add_argument('--flops-in-timed-runs', action='store_true',
+                   help='count FLOPs in the timed runs instead of one run more (for slow models; math attention kernel in all runs)')
+    b.add_argument('--image', help='an image to erase instead of the synthetic one (with --mask)')
+    b.add_argument('--mask', help='its mask')
+    b.add_argument('--device', default=None)
+    b.add_argument('--seed', type=int, default=0)
+    b.add_argument('--csv', help='write the table to this CSV file')
+    b.set_defaults(func=bench_cmd)
+
 # %% ../nbs/90_cli.ipynb #d963b06c
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog='erase-core', description='Few-step diffusion object erasure (YOEO, FlashClear).')
@@ -185,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=toy_data)
     x = sub.add_parser('fixtures', help='regenerate the small test fixtures under data/ (COCO, parquet, folder, demo masks)')
     x.set_defaults(func=fixtures)
+    _add_bench_parser(sub)
     return ap
 
 def main(argv=None) -> int:
