@@ -41,6 +41,7 @@ def _pipeline(args):
     if args.sampler: kw['sampler'] = args.sampler
     from erase_core.core import pick_device
     comps.to(pick_device(args.device))
+    kw.update(crop=False if getattr(args, 'no_crop', False) else None, crop_margin=getattr(args, 'crop_margin', 0.5))
     return ErasePipeline(comps, **kw), recipe
 
 def remove(args) -> int:
@@ -217,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--no-paste-back', action='store_true', help='keep the model output outside the mask too')
     r.add_argument('--resize-mask', action='store_true', help='resize masks whose size differs from their image')
     r.add_argument('--overwrite', action='store_true', help='redo outputs that exist already')
+    r.add_argument('--no-crop', action='store_true',
+                   help="erase the whole image even when it is larger than the model's working size (default: crop to the mask)")
+    r.add_argument('--crop-margin', type=float, default=0.5, help='context around each mask component, as a fraction of its size')
     r.set_defaults(func=remove)
     f = sub.add_parser('flops', help="parameters and FLOPs per erasure (default: the papers' models)")
     f.add_argument('--preset', default=None)
