@@ -9,7 +9,7 @@ from pathlib import Path
 from .core import EraseCoreError, InputError, MissingFileError
 
 # %% auto #0
-__all__ = ['find_pairs', 'remove', 'flops', 'toy_vae', 'toy_segmenter', 'toy_data', 'fixtures', 'build_parser', 'main']
+__all__ = ['find_pairs', 'remove', 'flops', 'toy_vae', 'toy_segmenter', 'toy_data', 'fixtures', 'train', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #4c1f222f
 from .data.formats import IMAGE_EXTS      # one list of image extensions, owned by the data layer
@@ -129,6 +129,87 @@ def fixtures(args) -> int:
     print(f"fixtures regenerated: {sorted(paths)}; {len(masks)} demo masks")
     return 0
 
+# %% ../nbs/90_cli.ipynb #4fa68d60
+def _toy_default(name: str):
+    from erase_core.training.checkpoints import toy_checkpoint
+    return toy_checkpoint(name)
+
+def _parse_sets(pairs) -> dict:
+    import ast
+    out = {}
+    for kv in pairs or []:
+        if '=' not in kv: raise InputError(f"--set takes KEY=VALUE, got {kv!r}")
+        k, v = kv.split('=', 1)
+        try: out[k] = ast.literal_eval(v)
+        except (ValueError, SyntaxError): out[k] = v
+    return out
+
+def train(args) -> int:
+    import shlex, time
+    from erase_core.training.trainer import get_recipe
+    import erase_core.training.yoeo as yoeo                   # registers YOEO's recipes
+    over = _parse_sets(args.set)
+    for flag, key in (('no_ss', 'ss'), ('no_efc', 'efc'), ('no_d2', 'd2')):
+        if getattr(args, flag): over[key] = False
+    if args.seed is not None: over['seed'] = args.seed
+    r = get_recipe(args.recipe, args.scale, **over)
+    paths = dict(base=args.base, data=args.data, d2_data=args.d2_data, teacher=args.teacher, student=args.student, disc=args.disc,
+                 segmenter=args.segmenter, vae=args.vae, lpips_weights=args.lpips_weights)
+    if r.scale == 'toy':
+        if r.stage in ('distill', 'joint') and paths['teacher'] is None: paths['teacher'] = _toy_default('yoeo-teacher') / 'unet.safetensors'
+        if r.stage == 'joint' and paths['student'] is None:
+            d = _toy_default('yoeo-distill'); paths['student'], paths['disc'] = d / 'unet.safetensors', d / 'disc_head.safetensors'
+        if paths['vae'] is None: paths['vae'] = _toy_default('vae')
+        if r.stage == 'joint' and paths['segmenter'] is None: paths['segmenter'] = _toy_default('segmenter')
+    if args.publish and r.scale != 'toy': raise InputError("--publish records toy checkpoints only; use --scale toy")
+    command = 'erase-core ' + ' '.join(shlex.quote(a) for a in sys.argv[1:]) if args.command_line is None else args.command_line
+    t0 = time.perf_counter()
+    tr = yoeo.Trainer(yoeo.make_stage(r, **paths), args.out, device=args.device, progress=not args.quiet, command=command)
+    res = tr.fit(max_steps=args.max_steps, resume=args.resume)
+    wall = time.perf_counter() - t0
+    if not tr.is_main: return 0                                # one report from a multi-process run
+    print(f"{r.name} ({r.scale}): {res['steps']}/{r.steps} steps in {wall:.0f} s -> {args.out}" + ('' if res['finished'] else ' (stopped early; --resume continues)'))
+    if args.publish:
+        if not res['finished']: raise InputError("--publish needs a finished run (this one stopped early)")
+        from erase_core.training.checkpoints import publish
+        e = publish(args.publish, Path(args.out) / 'final', command=command, seed=r.seed, wall_seconds=_run_seconds(args.out),
+                    extra=dict(recipe=r.name, params={k: v for k, v in over.items()}))
+        print(f"published {args.publish}: {', '.join(e['files'])} ({e['bytes'] / 2**20:.1f} MB)")
+    return 0
+
+def _run_seconds(out) -> float:
+    "Training wall time of a run folder (the last logged step's clock, summed over resumed sessions)."
+    from erase_core.training.trainer import read_losses
+    rows, total, last = read_losses(out), 0.0, 0.0
+    for r in rows:
+        if r['seconds'] < last: total += last
+        last = r['seconds']
+    return total + last
+
+# %% ../nbs/90_cli.ipynb #b5d7e3c2
+def _add_train_parser(sub):
+    t = sub.add_parser('train', help='run a training stage (yoeo-teacher, yoeo-distill, yoeo-joint) at smoke, toy or paper scale')
+    t.add_argument('recipe', help='yoeo-teacher, yoeo-distill or yoeo-joint')
+    t.add_argument('--scale', default='smoke', choices=['smoke', 'toy', 'paper'])
+    t.add_argument('--out', required=True, help='run folder (recipe, logs, checkpoints, final weights)')
+    t.add_argument('--resume', action='store_true', help='continue the run in --out from its last checkpoint')
+    t.add_argument('--max-steps', type=int, default=None, help='stop this invocation at this step')
+    t.add_argument('--device', default=None, help='cpu, cuda ... (default: what accelerate picks)')
+    t.add_argument('--seed', type=int, default=None)
+    t.add_argument('--set', action='append', metavar='KEY=VALUE', help="change one recipe setting (e.g. --set steps=100 --set teacher_steps=20)")
+    for flag, what in (('--no-ss', 'sundry suppression'), ('--no-efc', 'entity feature consistency'), ('--no-d2', 'unpaired D2 data (D1 only)')):
+        t.add_argument(flag, action='store_true', help=f'joint stage without {what}')
+    for opt, what in (('--base', 'paper scale: local SD-1.5-inpainting folder'), ('--data', 'paper scale: folder of D1 training images'),
+                      ('--d2-data', 'paper scale: COCO instances JSON for D2'), ('--teacher', 'teacher UNet weights (.safetensors)'),
+                      ('--student', 'student UNet weights to start from'), ('--disc', 'discriminator head weights to start from'),
+                      ('--segmenter', 'entity segmenter folder'), ('--vae', 'autoencoder folder (toy: the trained toy VAE)'),
+                      ('--lpips-weights', "paper scale: LPIPS backbone's torchvision state dict")):
+        t.add_argument(opt, default=None, help=what)
+    t.add_argument('--publish', default=None, metavar='NAME', help='toy scale: record the final weights as checkpoints/toy/NAME')
+    t.add_argument('--command-line', default=None, help=argparse.SUPPRESS)
+    t.add_argument('--quiet', action='store_true', help='no progress bar')
+    t.set_defaults(func=train)
+
 # %% ../nbs/90_cli.ipynb #d963b06c
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog='erase-core', description='Few-step diffusion object erasure (YOEO, FlashClear).')
@@ -185,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=toy_data)
     x = sub.add_parser('fixtures', help='regenerate the small test fixtures under data/ (COCO, parquet, folder, demo masks)')
     x.set_defaults(func=fixtures)
+    _add_train_parser(sub)
     return ap
 
 def main(argv=None) -> int:
@@ -193,3 +275,6 @@ def main(argv=None) -> int:
     try: return args.func(args)
     except EraseCoreError as e:
         print(f"erase-core: error: {e}", file=sys.stderr); return 2
+
+# %% ../nbs/90_cli.ipynb #7098eeba
+if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())
