@@ -100,7 +100,16 @@ def toy_vae(args) -> int:
                          device=args.device or 'cpu', max_minutes=args.max_minutes)
     print(f"toy VAE (scale: toy): held-out reconstruction PSNR {r['psnr_held_out']:.2f} dB after {r['steps']} steps, "
           f"{r['seconds']:.0f} s on {r['device']}")
+    _publish_default('vae', args.out, r['seconds'], args.seed, dict(psnr_held_out=r['psnr_held_out']))
     return 0
+
+def _publish_default(name: str, out, seconds: float, seed: int, extra: dict):
+    "Record a toy model written to its default place (`--out` not given) in the toy manifest."
+    if out is not None: return
+    import shlex
+    from erase_core.training.checkpoints import publish, toy_root
+    publish(name, toy_root() / name, command='erase-core ' + ' '.join(shlex.quote(a) for a in sys.argv[1:]), seed=seed,
+            wall_seconds=seconds, extra=extra)
 
 def toy_segmenter(args) -> int:
     from erase_core.models.segmenter import train_toy_segmenter
@@ -109,6 +118,7 @@ def toy_segmenter(args) -> int:
     h = r.get('heldout', r)
     print(f"toy segmenter (scale: toy, Mask2Former trained here): held-out PQ {h['pq']:.3f} "
           f"(things {h.get('pq_things', float('nan')):.3f}, stuff {h.get('pq_stuff', float('nan')):.3f})")
+    _publish_default('segmenter', args.out, r.get('seconds', r.get('train_seconds', 0.0)), args.seed, dict(pq_held_out=h['pq']))
     return 0
 
 def toy_data(args) -> int:
