@@ -9,87 +9,198 @@ from pathlib import Path
 from .core import EraseCoreError, InputError, MissingFileError
 
 # %% auto #0
-__all__ = ['find_pairs', 'remove', 'flops', 'toy_vae', 'toy_segmenter', 'toy_data', 'fixtures', 'train', 'build_parser', 'main']
+__all__ = ['find_pairs', 'output_names', 'check_device', 'check_writable', 'output_format', 'remove', 'flops', 'toy_vae',
+           'toy_segmenter', 'toy_data', 'fixtures', 'train', 'build_parser', 'main']
 
-# %% ../nbs/90_cli.ipynb #4c1f222f
+# %% ../nbs/90_cli.ipynb #2c2ebfdb
 from .data.formats import IMAGE_EXTS      # one list of image extensions, owned by the data layer
 
+def _files_by_lower_name(folder: Path) -> dict:
+    "The files of `folder` keyed by their lower-cased name (the first in sorted order wins a case-only clash)."
+    out: dict = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file(): out.setdefault(p.name.lower(), p)
+    return out
+
 def find_pairs(inp: Path, masks: Path | None, mask_suffix: str = '_mask') -> tuple[list[tuple[Path, Path]], list[Path]]:
-    "Image/mask pairs under folder `inp`, and the images that have no mask."
-    imgs = sorted(p for p in inp.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.stem.endswith(mask_suffix))
+    "Image/mask pairs under folder `inp`, and the images that have no mask (names matched case-insensitively)."
+    files = _files_by_lower_name(inp)
+    mfiles = _files_by_lower_name(masks) if masks else {}
+    suf = mask_suffix.lower()
+    imgs = sorted(p for p in files.values() if p.suffix.lower() in IMAGE_EXTS and not (suf and p.stem.lower().endswith(suf)))
     pairs, orphans = [], []
     for im in imgs:
-        cands = ([masks / (im.stem + e) for e in IMAGE_EXTS] if masks else []) + [im.with_name(im.stem + mask_suffix + e) for e in IMAGE_EXTS]
-        found = next((c for c in cands if c.exists()), None)
+        stem = im.stem.lower()
+        cands = [mfiles.get(stem + e) for e in IMAGE_EXTS] + [files.get(stem + suf + e) for e in IMAGE_EXTS]
+        found = next((c for c in cands if c is not None), None)
         (pairs.append((im, found)) if found else orphans.append(im))
     return pairs, orphans
 
-# %% ../nbs/90_cli.ipynb #39cc42e6
-def _pipeline(args):
+def output_names(images: list[Path]) -> list[str]:
+    "PNG output names for a folder run: `NAME.png`, or `NAME_EXT.png` where two images share a name (case-insensitively)."
+    count: dict = {}
+    for im in images: count[im.stem.lower()] = count.get(im.stem.lower(), 0) + 1
+    names = [im.stem + ('_' + im.suffix.lower().lstrip('.') if count[im.stem.lower()] > 1 else '') + '.png' for im in images]
+    seen: dict = {}
+    for im, n in zip(images, names):
+        if n.lower() in seen: raise InputError(f"{im.name} and {seen[n.lower()].name} would both be written as {n}; rename one of them")
+        seen[n.lower()] = im
+    return names
+
+# %% ../nbs/90_cli.ipynb #b7c12ace
+def check_device(name: str | None):
+    "`--device` as a torch.device this machine has, or a one-line `InputError`."
+    import torch
+    from erase_core.core import pick_device
+    dev = pick_device(name)
+    if dev.type == 'cuda':
+        if not torch.cuda.is_available(): raise InputError(f"--device {name}: no CUDA GPU is available here (torch.cuda.is_available() is False); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == 'mps':
+        if not (getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available()):
+            raise InputError(f"--device {name}: Apple's MPS backend is not available here; use --device cpu")
+    elif dev.type != 'cpu': raise InputError(f"--device {name}: unsupported device type {dev.type!r}; use cpu, cuda or mps")
+    return dev
+
+def check_writable(folder: Path, what: str = '-o'):
+    "Create `folder` and try a write in it; a one-line `InputError` when that fails (before any work is done)."
+    import tempfile
+    try: folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise InputError(f"{what}: cannot create the folder {folder}: {e.strerror or e}") from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix='.erase-core-write-test-'): pass
+    except OSError as e: raise InputError(f"{what}: cannot write in {folder}: {e.strerror or e}") from None
+
+def output_format(path: Path) -> str:
+    "The PIL format an output path's suffix names (`.jpg` -> JPEG), or an `InputError`."
+    from PIL import Image
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise InputError(f"-o {path}: cannot tell an image format from the suffix {path.suffix or '(none)'!r}; use .png, .jpg, .webp or .tif")
+    return fmt
+
+def _save(img, out: Path, fmt: str):
+    tmp = out.with_name('.' + out.name + '.part')
+    img.save(tmp, format=fmt, **(dict(quality=95) if fmt in ('JPEG', 'WEBP') else {}))
+    tmp.replace(out)          # atomic: an interrupted write never leaves a half file that looks done
+
+def _load_unet_weights(unet, path: str):
+    from erase_core.core import ModelLoadError
+    from erase_core.models.presets import load_unet_state_dict
+    try: load_unet_state_dict(unet, path)
+    except EraseCoreError: raise
+    except Exception as e:         # a corrupt file: safetensors / pickle errors, one line
+        msg = (str(e).strip().splitlines() or [''])[0][:200]
+        raise ModelLoadError(f"--unet-weights {path}: cannot read it as a state dict ({type(e).__name__}: {msg})") from None
+
+def _pipeline(args, device):
     from erase_core.models.presets import load_components
-    from erase_core.sampling.pipeline import ErasePipeline, RECIPES
+    from erase_core.sampling.pipeline import ErasePipeline, RECIPES, check_steps
     if args.model is None and not args.random_weights:
         raise InputError("name the model folder with --model DIR (diffusers layout: unet/, vae/, scheduler/); "
                          "no weights can be downloaded. For a smoke test with random weights: --preset tiny --random-weights")
     source = 'random' if args.model is None else args.model
     if args.model is None: warnings.warn(f"preset {args.preset!r} with RANDOM weights: the output is noise in the hole (smoke test only)")
-    comps = load_components(args.preset, source, seed=args.seed, unet_weights=args.unet_weights, vae=args.vae)
+    comps = load_components(args.preset, source, seed=args.seed, vae=args.vae)
+    if args.unet_weights: _load_unet_weights(comps.unet, args.unet_weights)
     recipe = args.recipe or ('flashclear' if comps.unet.config.addition_embed_type == 'text_time' else 'yoeo')
     kw = dict(RECIPES[recipe])
-    if args.steps: kw['steps'] = args.steps
+    if args.steps is not None: kw['steps'] = args.steps
     if args.sampler: kw['sampler'] = args.sampler
-    from erase_core.core import pick_device
-    comps.to(pick_device(args.device))
-    return ErasePipeline(comps, **kw), recipe
+    pipe = ErasePipeline(comps, **kw)
+    check_steps(pipe.steps, pipe.scheduler, '--steps')
+    if pipe.device != device: comps.to(device)           # (a needless .to() makes diffusers log a warning)
+    return pipe, recipe
+
+def _jobs(args, inp: Path) -> list[tuple[Path, Path, Path, str]]:
+    "(image, mask, output, format) for every image of the run, with every check that needs no model."
+    if inp.is_dir():
+        if args.output is None: raise InputError("a folder input needs an output folder: -o OUT_DIR")
+        out_dir = Path(args.output)
+        masks = Path(args.masks) if args.masks else None
+        if masks is not None and not masks.is_dir(): raise MissingFileError(f"mask folder not found: {masks}")
+        if out_dir.resolve() == inp.resolve(): raise InputError(f"-o {out_dir} is the input folder: the outputs would become inputs of the next run; choose another folder")
+        if masks is not None and out_dir.resolve() == masks.resolve(): raise InputError(f"-o {out_dir} is the mask folder: outputs would overwrite masks; choose another folder")
+        if out_dir.exists() and not out_dir.is_dir(): raise InputError(f"-o {out_dir} is a file; a folder input needs an output folder")
+        pairs, orphans = find_pairs(inp, masks, args.mask_suffix)
+        for o in orphans: print(f"no mask for {o.name}: skipped", file=sys.stderr)
+        if not pairs:
+            where = f"in {masks}" if masks else f"beside them as NAME{args.mask_suffix}.png"
+            raise InputError(f"no image with a mask in {inp}: {len(orphans)} image(s) found, masks looked for {where}"
+                             if orphans else f"no images ({', '.join(IMAGE_EXTS)}) in {inp}")
+        names = output_names([i for i, _ in pairs])
+        jobs = [(i, m, out_dir / n, 'PNG') for (i, m), n in zip(pairs, names)]
+    else:
+        if args.mask is None: raise InputError("a single image needs its mask: --mask MASK")
+        mask = Path(args.mask)
+        if not mask.exists(): raise MissingFileError(f"mask file not found: {mask}")
+        if args.output is None: out = inp.with_name(inp.stem + '_erased.png')
+        elif Path(args.output).is_dir() or args.output.endswith(('/', '\\')): out = Path(args.output) / (inp.stem + '_erased.png')
+        else: out = Path(args.output)
+        jobs = [(inp, mask, out, output_format(out))]
+    inputs = {p.resolve() for i, m, _, _ in jobs for p in (i, m)}
+    for i, m, out, _ in jobs:
+        if out.resolve() in inputs:
+            raise InputError(f"-o {out} would overwrite an input ({'the mask' if out.resolve() == m.resolve() else 'an image'}); "
+                             "choose another output (this is refused even with --overwrite)")
+        if out.is_dir(): raise InputError(f"output {out} is a folder")
+    return jobs
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    print(f"erase-core: warning: {message}", file=sys.stderr)
 
 def remove(args) -> int:
     from tqdm.auto import tqdm
     inp = Path(args.input)
     if not inp.exists(): raise MissingFileError(f"input not found: {inp}")
-    if inp.is_dir():
-        if args.output is None: raise InputError("a folder input needs an output folder: -o OUT_DIR")
-        out_dir = Path(args.output); out_dir.mkdir(parents=True, exist_ok=True)
-        masks = Path(args.masks) if args.masks else None
-        if masks is not None and not masks.is_dir(): raise MissingFileError(f"mask folder not found: {masks}")
-        pairs, orphans = find_pairs(inp, masks, args.mask_suffix)
-        for o in orphans: print(f"no mask for {o.name}: skipped", file=sys.stderr)
-        jobs = [(i, m, out_dir / (i.stem + '.png')) for i, m in pairs]
-    else:
-        if args.mask is None: raise InputError("a single image needs its mask: --mask MASK")
-        out = Path(args.output) if args.output else inp.with_name(inp.stem + '_erased.png')
-        jobs = [(inp, Path(args.mask), out)]
+    if args.unet_weights and not Path(args.unet_weights).is_file(): raise MissingFileError(f"--unet-weights file not found: {args.unet_weights}")
+    device = check_device(args.device)
+    jobs = _jobs(args, inp)
     todo = [j for j in jobs if args.overwrite or not j[2].exists()]
     if len(todo) < len(jobs): print(f"{len(jobs) - len(todo)} output(s) exist already: skipped (--overwrite to redo)", file=sys.stderr)
     if not todo: return 0
-    pipe, recipe = _pipeline(args)
-    print(f"erasing {len(todo)} image(s) with {recipe} ({pipe.sampler_name}, {pipe.steps} steps) on {pipe.device}", file=sys.stderr)
-    failed = 0
-    for img, mask, out in tqdm(todo, desc='erasing', disable=len(todo) < 2):
-        try:
-            res, = pipe(img, mask, seed=args.seed, paste_back=not args.no_paste_back, resize_mask=args.resize_mask)
-        except EraseCoreError as e:
-            if len(jobs) == 1: raise
-            failed += 1; print(f"{img.name}: {e}", file=sys.stderr); continue
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name('.' + out.name + '.part.png')
-        res.save(tmp); tmp.replace(out)         # atomic: an interrupted write never leaves a half file that looks done
+    for d in sorted({j[2].parent for j in todo}): check_writable(d)
+    with warnings.catch_warnings():
+        warnings.simplefilter('always'); warnings.showwarning = _warning_line
+        pipe, recipe = _pipeline(args, device)
+        print(f"erasing {len(todo)} image(s) with {recipe} ({pipe.sampler_name}, {pipe.steps} steps) on {pipe.device}", file=sys.stderr)
+        failed = 0
+        for img, mask, out, fmt in tqdm(todo, desc='erasing', disable=len(todo) < 2):
+            try:
+                res, = pipe(img, mask, seed=args.seed, paste_back=not args.no_paste_back, resize_mask=args.resize_mask,
+                            allow_full_mask=args.allow_full_mask)
+            except EraseCoreError as e:
+                if len(jobs) == 1: raise
+                failed += 1; print(f"{img.name}: {e}", file=sys.stderr); continue
+            try: _save(res, out, fmt)
+            except OSError as e: raise InputError(f"cannot write {out}: {e.strerror or e}") from None
     if failed: print(f"{failed} image(s) failed", file=sys.stderr)
     return 1 if failed else 0
 
-# %% ../nbs/90_cli.ipynb #a78df938
+# %% ../nbs/90_cli.ipynb #61ab17b6
 def flops(args) -> int:
     import pandas as pd
     from erase_core.metrics.compute import erasure_flops, paper_flops_table
     pd.set_option('display.width', 250); pd.set_option('display.max_columns', 30)
+    given = [f for f, v in (('--height', args.height), ('--width', args.width), ('--steps', args.steps), ('--guidance', args.guidance or None)) if v is not None]
+    if args.preset is None and given:
+        raise InputError(f"{'/'.join(given)} describe one erasure and need --preset NAME (tiny, toy, sd15-inpaint, sdxl-inpaint); "
+                         "without --preset the table lists the papers' models at their own sizes")
+    if args.csv:
+        csv = Path(args.csv)
+        if csv.is_dir(): raise InputError(f"--csv {csv} is a folder; name a file")
+        check_writable(csv.parent, '--csv')
     if args.preset is None:
         print("FLOPs per erasure (multiply-add = 2 FLOPs; counted with torch FlopCounterMode on the meta device; "
-              "scale: paper architectures, no weights needed)")
+              "scale: paper architectures, no weights needed; sizes are width x height)")
         tab = paper_flops_table()
     else:
-        tab = pd.DataFrame([erasure_flops(args.preset, args.height, args.width, args.steps, args.guidance)])
+        tab = pd.DataFrame([erasure_flops(args.preset, args.height or 512, args.width or 512, args.steps or 4, args.guidance)])
     print(tab.to_string(index=False) if args.preset is None else tab.iloc[0].to_string())
     if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True); tab.to_csv(args.csv, index=False)
+        try: tab.to_csv(args.csv, index=False)
+        except OSError as e: raise InputError(f"--csv {args.csv}: cannot write: {e.strerror or e}") from None
         print(f"written: {args.csv}", file=sys.stderr)
     return 0
 
@@ -220,7 +331,7 @@ def _add_train_parser(sub):
     t.add_argument('--quiet', action='store_true', help='no progress bar')
     t.set_defaults(func=train)
 
-# %% ../nbs/90_cli.ipynb #d963b06c
+# %% ../nbs/90_cli.ipynb #9869e74b
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog='erase-core', description='Few-step diffusion object erasure (YOEO, FlashClear).')
     sub = ap.add_subparsers(dest='command', required=True)
@@ -229,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--mask', help='the mask of a single image (white = erase)')
     r.add_argument('--masks', help='folder of masks named like their images (default: IMAGE_mask.png beside each image)')
     r.add_argument('--mask-suffix', default='_mask', help='suffix of masks stored beside their images')
-    r.add_argument('-o', '--output', help='output file (single image) or folder')
+    r.add_argument('-o', '--output', help='output file (single image; format from its suffix) or folder (PNG outputs)')
     r.add_argument('--model', help='local diffusers folder with unet/, vae/, scheduler/')
     r.add_argument('--preset', default='sd15-inpaint', help='architecture preset: tiny, toy, sd15-inpaint, sdxl-inpaint')
     r.add_argument('--random-weights', action='store_true', help='use random weights (smoke test only)')
@@ -239,16 +350,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--steps', type=int, help="sampling steps (default: the recipe's)")
     r.add_argument('--sampler', help="lcm, ddim, dpm, euler, ddpm (default: the recipe's)")
     r.add_argument('--seed', type=int, default=0)
-    r.add_argument('--device', default=None, help='cpu, cuda, cuda:1 ... (default: cuda if available)')
+    r.add_argument('--device', default=None, help='cpu, cuda, cuda:1, mps (default: cuda if available)')
     r.add_argument('--no-paste-back', action='store_true', help='keep the model output outside the mask too')
     r.add_argument('--resize-mask', action='store_true', help='resize masks whose size differs from their image')
-    r.add_argument('--overwrite', action='store_true', help='redo outputs that exist already')
+    r.add_argument('--overwrite', action='store_true', help='redo outputs that exist already (never an input or mask)')
+    r.add_argument('--allow-full-mask', action='store_true', help='allow a mask that covers the whole image (the model generates all of it)')
     r.set_defaults(func=remove)
     f = sub.add_parser('flops', help="parameters and FLOPs per erasure (default: the papers' models)")
     f.add_argument('--preset', default=None)
-    f.add_argument('--height', type=int, default=512)
-    f.add_argument('--width', type=int, default=512)
-    f.add_argument('--steps', type=int, default=4)
+    f.add_argument('--height', type=int, default=None, help='image height in pixels (with --preset; default 512)')
+    f.add_argument('--width', type=int, default=None, help='image width in pixels (with --preset; default 512)')
+    f.add_argument('--steps', type=int, default=None, help='sampling steps (with --preset; default 4)')
     f.add_argument('--guidance', action='store_true', help='classifier-free guidance (2 UNet calls per step)')
     f.add_argument('--csv', help='also write the table to this CSV file (e.g. results/compute_accounting.csv)')
     f.set_defaults(func=flops)
