@@ -139,3 +139,19 @@ def test_mask_loss_errors():
         attention_mask_loss([torch.zeros(1, 2, 2)], torch.zeros(1, 4, 4))
     with pytest.raises(InputError, match='each map must be'):
         attention_mask_loss([torch.zeros(2, 2, 2)], torch.zeros(1, 1, 4, 4))
+
+
+def test_objectclear_prompt_from_local_text_encoders(tmp_path):
+    from test_models import _offline_clip                           # offline CLIP text encoders (tests/test_models.py)
+    from erase_core.models.objectclear import OBJECTCLEAR_PROMPT, objectclear_condition
+    from erase_core.models.presets import encode_empty_prompt
+    tok, enc = _offline_clip(tmp_path, hidden=16)
+    tok2, enc2 = _offline_clip(tmp_path, hidden=16, name_enc='text_encoder_2', name_tok='tokenizer_2', projection=True)
+    emb, pooled = objectclear_condition(tmp_path, 'sdxl-inpaint')
+    ids = tok([OBJECTCLEAR_PROMPT], padding='max_length', max_length=77, return_tensors='pt').input_ids
+    with torch.no_grad():
+        want = torch.cat([enc(ids, output_hidden_states=True).hidden_states[-2],
+                          enc2(ids, output_hidden_states=True).hidden_states[-2]], -1)
+        want_pooled = enc2(ids).text_embeds
+    assert torch.allclose(emb, want, atol=1e-6) and torch.allclose(pooled, want_pooled, atol=1e-6)
+    assert not torch.allclose(emb, encode_empty_prompt(tmp_path, sdxl=True)[0])

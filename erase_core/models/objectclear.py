@@ -17,15 +17,24 @@ from .presets import Preset, get_preset
 
 # %% auto #0
 __all__ = ['OBJECTCLEAR_PROMPT', 'OBJECT_TOKEN_INDEX', 'MASK_LOSS_WEIGHT', 'OBJECT_ENCODERS', 'CLIP_MEAN', 'CLIP_STD',
-           'CLIP_VIT_L14', 'OBJECTCLEAR_BLOCKS', 'ObjectTokenFusion', 'build_object_fusion', 'load_object_fusion',
-           'masked_object', 'ToyObjectEncoder', 'ClipObjectEncoder', 'load_clip_image_encoder', 'build_object_encoder',
-           'object_prompt_embeds', 'objectclear_layers', 'fusion_layer', 'AttentionStore', 'TokenAttnProcessor',
-           'capture_attention', 'restore_attention', 'attention_capture', 'attention_mask_loss']
+           'CLIP_VIT_L14', 'OBJECTCLEAR_BLOCKS', 'objectclear_condition', 'ObjectTokenFusion', 'build_object_fusion',
+           'load_object_fusion', 'masked_object', 'ToyObjectEncoder', 'ClipObjectEncoder', 'load_clip_image_encoder',
+           'build_object_encoder', 'object_prompt_embeds', 'objectclear_layers', 'fusion_layer', 'AttentionStore',
+           'TokenAttnProcessor', 'capture_attention', 'restore_attention', 'attention_capture', 'attention_mask_loss']
 
 # %% ../../nbs/13_models.objectclear.ipynb #b7e89634
 OBJECTCLEAR_PROMPT = 'remove the instance of object'
 OBJECT_TOKEN_INDEX = 5
 MASK_LOSS_WEIGHT = 0.01       # ObjectClear's and FlashClear's lambda_mask; the caller multiplies (see the loss below)
+
+# %% ../../nbs/13_models.objectclear.ipynb #fddac438
+def objectclear_condition(source=None, preset: str | Preset = 'sdxl-inpaint') -> tuple[torch.Tensor, torch.Tensor | None]:
+    "`(prompt_embeds (1,S,D), pooled or None)` the object token is fused into (see above)."
+    from erase_core.models.presets import encode_prompt, preset_embedding
+    p = get_preset(preset)
+    if source is not None and (Path(source) / 'text_encoder').is_dir():
+        return encode_prompt(source, p.is_sdxl, OBJECTCLEAR_PROMPT)
+    return preset_embedding(p)
 
 # %% ../../nbs/13_models.objectclear.ipynb #c2e1603c
 class _MLP(nn.Module):

@@ -13,7 +13,7 @@ from ..core import InputError, MissingFileError, ModelLoadError
 
 # %% auto #0
 __all__ = ['PRESETS', 'LORA_TARGETS', 'LORA_WEIGHT_NAME', 'Preset', 'get_preset', 'build_unet', 'build_vae', 'n_params',
-           'load_unet', 'load_vae', 'load_unet_state_dict', 'preset_embedding', 'encode_empty_prompt',
+           'load_unet', 'load_vae', 'load_unet_state_dict', 'preset_embedding', 'encode_prompt', 'encode_empty_prompt',
            'EraserComponents', 'load_components', 'save_components', 'lora_rank', 'add_lora', 'save_lora', 'load_lora']
 
 # %% ../../nbs/10_models.presets.ipynb #acac82ec
@@ -189,8 +189,8 @@ def preset_embedding(preset: str | Preset, kind: str = 'normal', seed: int = 0) 
     return emb, pooled
 
 @torch.no_grad()
-def encode_empty_prompt(root, sdxl: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    "The empty prompt's embedding from the text encoder(s) in a local diffusers folder."
+def encode_prompt(root, sdxl: bool, prompt: str = '') -> tuple[torch.Tensor, torch.Tensor | None]:
+    "`prompt`'s embedding (1,S,D) and pooled embedding (SDXL) from the text encoder(s) in a local diffusers folder."
     from transformers import CLIPTokenizer, CLIPTextModel, CLIPTextModelWithProjection
     root = Path(root)
     pairs = [('tokenizer', 'text_encoder')] + ([('tokenizer_2', 'text_encoder_2')] if sdxl else [])
@@ -202,12 +202,16 @@ def encode_empty_prompt(root, sdxl: bool) -> tuple[torch.Tensor, torch.Tensor | 
         cls = CLIPTextModelWithProjection if enc_dir == 'text_encoder_2' else CLIPTextModel
         enc = cls.from_pretrained(root / enc_dir, local_files_only=True).eval()
         n = min(tok.model_max_length, enc.config.max_position_embeddings)   # a tokenizer saved without a length says 1e30
-        ids = tok([''], padding='max_length', max_length=n, truncation=True, return_tensors='pt').input_ids
+        ids = tok([prompt], padding='max_length', max_length=n, truncation=True, return_tensors='pt').input_ids
         out = enc(ids, output_hidden_states=True)
         # SDXL conditions on the penultimate hidden state of both encoders; SD-1.5 on the last one.
         embs.append(out.hidden_states[-2] if sdxl else out.last_hidden_state)
         if enc_dir == 'text_encoder_2': pooled = out.text_embeds
     return torch.cat(embs, dim=-1), pooled
+
+def encode_empty_prompt(root, sdxl: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    "The empty prompt's embedding from the text encoder(s) in a local diffusers folder."
+    return encode_prompt(root, sdxl, '')
 
 # %% ../../nbs/10_models.presets.ipynb #626be948
 @dataclass
