@@ -155,3 +155,17 @@ def test_objectclear_prompt_from_local_text_encoders(tmp_path):
         want_pooled = enc2(ids).text_embeds
     assert torch.allclose(emb, want, atol=1e-6) and torch.allclose(pooled, want_pooled, atol=1e-6)
     assert not torch.allclose(emb, encode_empty_prompt(tmp_path, sdxl=True)[0])
+
+
+def test_capture_equals_default_on_sdxl_conditioning():
+    unet = build_unet('tiny-xl', seed=2).eval()
+    x, c = torch.randn(4, 9, 16, 16), torch.randn(4, 8, 32)          # a CFG-sized batch: rows 0-1 and 2-3
+    added = dict(text_embeds=torch.randn(4, 32), time_ids=torch.tensor([[32., 32, 0, 0, 32, 32]] * 4))
+    with torch.no_grad():
+        ref = unet(x, 999, encoder_hidden_states=c, added_cond_kwargs=added).sample
+        with attention_capture(unet, token_index=3) as st:
+            got = unet(x, 999, encoder_hidden_states=c, added_cond_kwargs=added).sample
+    assert (got - ref).abs().max() < 1e-5
+    assert st.token_index == 3 and len(st.probs) == len(objectclear_layers(unet))
+    assert all(m.shape == (4, 8, 8) for m in st.maps((16, 16)).values())
+    assert st.mean_map((16, 16), size=(4, 4)).shape == (4, 4, 4)
