@@ -102,7 +102,7 @@ def _pipeline(args, device):
                          "no weights can be downloaded. For a smoke test with random weights: --preset tiny --random-weights")
     source = 'random' if args.model is None else args.model
     if args.model is None: warnings.warn(f"preset {args.preset!r} with RANDOM weights: the output is noise in the hole (smoke test only)")
-    comps = load_components(args.preset, source, seed=args.seed, vae=args.vae)
+    comps = load_components(args.preset, source, seed=args.seed, vae=args.vae, lora=args.lora)
     if args.unet_weights: _load_unet_weights(comps.unet, args.unet_weights)
     recipe = args.recipe or ('flashclear' if comps.unet.config.addition_embed_type == 'text_time' else 'yoeo')
     kw = dict(RECIPES[recipe])
@@ -345,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--preset', default='sd15-inpaint', help='architecture preset: tiny, toy, sd15-inpaint, sdxl-inpaint')
     r.add_argument('--random-weights', action='store_true', help='use random weights (smoke test only)')
     r.add_argument('--unet-weights', help="a UNet state dict to load on top (e.g. YOEO's released student)")
+    r.add_argument('--lora', help="a LoRA adapter (folder or .safetensors, diffusers' layout) merged into the UNet")
     r.add_argument('--vae', help='a separate autoencoder folder (e.g. the trained toy VAE)')
     r.add_argument('--recipe', choices=['yoeo', 'yoeo-teacher', 'flashclear', 'flashclear-2', 'objectclear'])
     r.add_argument('--steps', type=int, help="sampling steps (default: the recipe's)")
