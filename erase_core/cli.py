@@ -293,7 +293,9 @@ def train(args) -> int:
     if args.publish:
         if not res['finished']: raise InputError("--publish needs a finished run (this one stopped early)")
         from erase_core.training.checkpoints import publish
-        e = publish(args.publish, Path(args.out) / 'final', command=command, seed=r.seed, wall_seconds=_run_seconds(args.out),
+        run = Path(args.out)                                   # the weights, plus the logs and recipe that made them
+        files = sorted(p for p in (run / 'final').iterdir() if p.is_file()) + [run / f for f in ('losses.jsonl', 'recipe.json', 'run.json')]
+        e = publish(args.publish, files, command=command, seed=r.seed, wall_seconds=_run_seconds(args.out),
                     extra=dict(recipe=r.name, params={k: v for k, v in over.items()}))
         print(f"published {args.publish}: {', '.join(e['files'])} ({e['bytes'] / 2**20:.1f} MB)")
     return 0
