@@ -169,7 +169,8 @@ class SamplingState:
 class ErasePipeline:
     "Few-step diffusion object erasure with an inpainting UNet; see `__call__`."
     def __init__(self, components: EraserComponents, sampler: str = 'lcm', steps: int = 2, guidance_scale: float = 1.0,
-                 masked_latent: str = 'sample', latent_mask: str = 'nearest', **scheduler_kwargs):
+                 masked_latent: str | None = None, latent_mask: str = 'nearest', **scheduler_kwargs):
+        masked_latent = masked_latent or components.preset.masked_latent      # the preset's choice (toy: 'mode')
         if masked_latent not in ('sample', 'mode'): raise InputError(f"masked_latent must be 'sample' or 'mode', got {masked_latent!r}")
         if latent_mask not in ('nearest', 'maxpool'): raise InputError(f"latent_mask must be 'nearest' or 'maxpool', got {latent_mask!r}")
         self.components, self.sampler_name, self.steps, self.guidance_scale = components, sampler, steps, guidance_scale
