@@ -14,7 +14,8 @@ from ..models.presets import load_components, get_preset
 from ..sampling.pipeline import ErasePipeline
 
 # %% auto #0
-__all__ = ['METHODS', 'centred_mask', 'device_name', 'CallClock', 'register_method', 'measure', 'bench', 'add_ratios']
+__all__ = ['METHODS', 'centred_mask', 'device_name', 'CallClock', 'register_method', 'measure', 'bench', 'add_ratios',
+           'step_bench']
 
 # %% ../../nbs/46_caching.bench.ipynb #e4f6c527
 def centred_mask(height: int, width: int, fraction: float) -> torch.Tensor:
@@ -212,3 +213,59 @@ def add_ratios(df: pd.DataFrame) -> pd.DataFrame:
         df.at[i, 'step_cpu_saving'] = round(cs, 4)
         df.at[i, 'cpu_saving_efficiency'] = round(cs / fs, 3) if fs > 0 else None
     return df
+
+# %% ../../nbs/46_caching.bench.ipynb #008a3b4f
+def step_bench(preset: str = 'tiny', height: int | None = None, width: int | None = None, steps=(2, 4),
+               fractions=(0.05, 0.10, 0.20, 0.40, 1.0), method: str = 'fpac', device: str = 'cpu', seed: int = 0,
+               components=None, log=None) -> pd.DataFrame:
+    "Whole-erasure figures composed from measured parts (VAE once, one full and one cached call per fraction)."
+    import copy
+    p = get_preset(preset)
+    height, width = height or p.resolution, width or p.resolution
+    comps = components or load_components(p, 'random', seed=seed)
+    if comps.unet.device != torch.device(device): comps.to(device)
+    pipe = ErasePipeline(comps, 'ddim', 2)
+    x = _demo_image(height, width)[None]
+    def counted(fn):
+        fc = FlopCounterMode(display=False)
+        with fc, _flop_context(pipe.device), torch.no_grad():
+            t0, c0 = time.perf_counter(), time.process_time(); out = fn()
+            return out, dict(s=time.perf_counter() - t0, cpu_s=time.process_time() - c0, flops=fc.get_total_flops())
+    state0, enc = counted(lambda: pipe.init_state(x, centred_mask(height, width, fractions[0])[None], torch.Generator().manual_seed(seed)))
+    _, dec = counted(lambda: pipe.decode(state0.latents))
+    if log: log(f"VAE encode {enc['s']:.1f} s, decode {dec['s']:.1f} s")
+    def loop(fraction, ctx):
+        st = copy.copy(state0); st.latents = state0.latents.clone()
+        if fraction is not None: st.mask_latent = pipe.mask_latents(centred_mask(height, width, fraction)[None].to(pipe.device, pipe.dtype), st.latents.shape[-2:])
+        pipe.scheduler.set_timesteps(2, device=pipe.device)
+        fc = FlopCounterMode(display=False)
+        with ctx, CallClock(pipe, fc) as clock, fc, _flop_context(pipe.device), torch.no_grad(): pipe.denoise(st)
+        return clock.calls, _extras(ctx)
+    base, _ = loop(None, contextlib.nullcontext())
+    full = base[1:]                                              # the process's first UNet call warms up
+    cached = {}
+    for f in fractions:
+        calls, extras = loop(f, METHODS[method]['factory'](pipe))
+        full.append(calls[0]); cached[f] = (calls[1], extras)
+        if log: log(f"{method} {f:.0%}: full {calls[0]['s']:.1f} s, cached {calls[1]['s']:.1f} s")
+    med = {k: float(np.median([c[k] for c in full])) for k in ('s', 'cpu_s', 'flops')}
+    vae = {k: enc[k] + dec[k] for k in ('s', 'cpu_s', 'flops')}
+    rows = []
+    for n in steps:
+        common = dict(scale='smoke' if p.scale == 'smoke' else f'{p.scale} architecture, random weights', preset=p.name,
+                      device=device_name(device), size=f'{width}x{height}', steps=n, sampler='ddim', composed=True,
+                      full_calls_measured=len(full), vae_s=vae['s'], full_call_s=med['s'], full_call_cpu_s=med['cpu_s'],
+                      full_call_T=med['flops'] / 1e12)
+        none = {k: vae[k] + n * med[k] for k in ('s', 'cpu_s', 'flops')}
+        rows.append(dict(common, method='none', fraction=None, total_s=none['s'], total_cpu_s=none['cpu_s'], flops_T=none['flops'] / 1e12,
+                         speedup=1.0, cpu_speedup=1.0, flop_ratio=1.0))
+        for f, (c, extras) in cached.items():
+            tot = {k: vae[k] + (n - 1) * med[k] + c[k] for k in ('s', 'cpu_s', 'flops')}
+            fs = 1 - c['flops'] / med['flops']
+            rows.append(dict(common, method=method, fraction=f, **extras, cached_step_s=c['s'], cached_step_cpu_s=c['cpu_s'],
+                             cached_step_T=c['flops'] / 1e12, total_s=tot['s'], total_cpu_s=tot['cpu_s'], flops_T=tot['flops'] / 1e12,
+                             speedup=none['s'] / tot['s'], cpu_speedup=none['cpu_s'] / tot['cpu_s'], flop_ratio=none['flops'] / tot['flops'],
+                             step_flop_saving=fs, step_time_saving=1 - c['s'] / med['s'], step_cpu_saving=1 - c['cpu_s'] / med['cpu_s'],
+                             saving_efficiency=(1 - c['s'] / med['s']) / fs if fs > 0 else None,
+                             cpu_saving_efficiency=(1 - c['cpu_s'] / med['cpu_s']) / fs if fs > 0 else None))
+    return pd.DataFrame(rows)

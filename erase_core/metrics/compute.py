@@ -35,7 +35,7 @@ def padded_size(preset, height: int, width: int) -> tuple[int, int]:
     if height < 1 or width < 1: raise InputError(f"image size must be positive, got {height}x{width}")
     return math.ceil(height / m) * m, math.ceil(width / m) * m
 
-# %% ../../nbs/50_metrics.compute.ipynb #51227893
+# %% ../../nbs/50_metrics.compute.ipynb #8c01de9e
 def run_size(preset, height: int, width: int, pad: bool = True) -> tuple[int, int]:
     "The size the model processes: padded to the pipeline's multiple (`pad=True`), or rounded to the VAE's factor."
     if not pad:
@@ -44,7 +44,7 @@ def run_size(preset, height: int, width: int, pad: bool = True) -> tuple[int, in
         return height // f * f, width // f * f
     return padded_size(preset, height, width)
 
-# %% ../../nbs/50_metrics.compute.ipynb #a85700da
+# %% ../../nbs/50_metrics.compute.ipynb #2f207d95
 LORA_TARGETS = ('to_q', 'to_k', 'to_v', 'to_out.0', 'ff.net.0.proj', 'ff.net.2', 'proj_in', 'proj_out',
                 'conv1', 'conv2', 'conv_shortcut', 'downsamplers.0.conv', 'upsamplers.0.conv')
 
@@ -85,7 +85,7 @@ def vae_flops(preset: str, height: int, width: int, pad: bool = True) -> dict:
         dec = count_flops(vae.decode, torch.empty(1, p.vae['latent_channels'], h // f, w // f))[0]
     return dict(encode=enc, decode=dec)
 
-# %% ../../nbs/50_metrics.compute.ipynb #b93c4e7c
+# %% ../../nbs/50_metrics.compute.ipynb #2ad3e32d
 def erasure_flops(preset: str, height: int = 512, width: int = 512, steps: int = 4, guidance: bool = False,
                   lora_rank: int = 0, pad: bool = True) -> dict:
     """Parameters and FLOPs of one erasure: UNet calls (x2 with guidance), VAE encode and decode. With `lora_rank`
@@ -96,14 +96,15 @@ def erasure_flops(preset: str, height: int = 512, width: int = 512, steps: int =
     base = unet_call_flops(p.name, height, width, 0, pad)
     calls = steps * (2 if guidance else 1)
     v = vae_flops(p.name, height, width, pad)
-    return dict(preset=p.name, height=height, width=width, padded='x'.join(map(str, run_size(p, height, width, pad))),
+    ph, pw = run_size(p, height, width, pad)
+    return dict(preset=p.name, height=height, width=width, padded=f'{pw}x{ph}',           # printed as width x height
                 steps=steps, guidance=guidance, lora_rank=lora_rank, unet_params=n_params(_meta_unet(p.name)),
                 lora_params=n_params(lora_unet(p.name, lora_rank)) - n_params(_meta_unet(p.name)) if lora_rank else 0,
                 vae_params=n_params(_meta_vae(p.name)), unet_call_T=call / 1e12, unet_calls=calls, denoise_T=calls * call / 1e12,
                 merged_T=calls * base / 1e12, vae_encode_T=v['encode'] / 1e12, vae_decode_T=v['decode'] / 1e12,
                 total_T=(calls * call + v['encode'] + v['decode']) / 1e12)
 
-# %% ../../nbs/50_metrics.compute.ipynb #4dc7f6b9
+# %% ../../nbs/50_metrics.compute.ipynb #0f447267
 PAPER_FLOPS = [  # (label, preset, height, width, steps, guidance, paper TFLOPs or None, source[, LoRA rank, pad])
     ('ObjectClear (20 steps, CFG)', 'sdxl-inpaint', 512, 512, 20, True, 63.6331, 'FlashClear Tab. 2a/4'),
     ('FlashClear 4-step (unmerged LoRA r256)', 'sdxl-inpaint', 512, 512, 4, False, 8.6477, 'FlashClear Tab. 4', 256, True),

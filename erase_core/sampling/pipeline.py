@@ -4,7 +4,7 @@
 
 # %% ../../nbs/20_sampling.pipeline.ipynb #1a278080
 from __future__ import annotations
-import inspect, math
+import inspect, math, warnings
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 import numpy as np
@@ -15,12 +15,13 @@ from tqdm.auto import tqdm
 from fastcore.basics import patch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, LCMScheduler, DDPMScheduler
 from ..core import InputError
-from ..data.io import load_mask, image_to_tensor, tensor_to_image
+from ..data.io import load_mask, image_to_tensor, tensor_to_image, check_float_range
 from ..models.presets import EraserComponents, load_components
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'RECIPES', 'make_scheduler', 'prepare_pair', 'pad_to_multiple', 'mask_windows', 'feather_alpha',
-           'StepContext', 'current_step', 'SamplingState', 'ErasePipeline']
+__all__ = ['SAMPLERS', 'RECIPES', 'LARGE_IMAGE_MP', 'make_scheduler', 'max_steps', 'check_steps', 'prepare_pair',
+           'large_image_message', 'pad_to_multiple', 'mask_windows', 'feather_alpha', 'StepContext', 'current_step',
+           'SamplingState', 'ErasePipeline']
 
 # %% ../../nbs/20_sampling.pipeline.ipynb #0f7fd719
 SAMPLERS = {
@@ -46,26 +47,40 @@ def make_scheduler(name: str, config: dict, **overrides):
     cfg = {k: v for k, v in config.items() if not k.startswith('_')}
     return cls.from_config({**cfg, **defaults, **overrides})
 
+def max_steps(scheduler) -> int:
+    "The most sampling steps `scheduler` can take: LCM's origin schedule (50), else the training timesteps (1000)."
+    c = scheduler.config
+    return int(c.get('original_inference_steps') or c.num_train_timesteps) if isinstance(scheduler, LCMScheduler) else int(c.num_train_timesteps)
+
+def check_steps(steps, scheduler, name: str = 'steps') -> int:
+    "`steps` as an int in 1..max_steps(scheduler), or an `InputError` naming the limit."
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise InputError(f"{name} must be a positive integer, got {steps!r}")
+    if steps > (hi := max_steps(scheduler)):
+        raise InputError(f"{name}={steps} is more than the {type(scheduler).__name__} can take (at most {hi})")
+    return int(steps)
+
 # %% ../../nbs/20_sampling.pipeline.ipynb #dd72ba4e
 def _as_list(x):
     if isinstance(x, (list, tuple)): return list(x)
     if isinstance(x, torch.Tensor) and x.ndim == 4: return list(x)
     return [x]
 
+LARGE_IMAGE_MP = 4.0
+
 def _image_tensor(img) -> torch.Tensor:
     if isinstance(img, torch.Tensor):
-        t = img.detach().float().cpu()
-        if t.ndim != 3 or t.shape[0] != 3: raise InputError(f"image tensor must be (3, H, W), got {tuple(t.shape)}")
-        if t.min() < 0 or t.max() > 1: raise InputError("image tensor values must lie in [0, 1]")
-        return t
+        if img.ndim != 3 or img.shape[0] != 3: raise InputError(f"image tensor must be (3, H, W), got {tuple(img.shape)}")
+        if not img.is_floating_point(): raise InputError(f"image tensor must be float in [0, 1], got dtype {img.dtype}")
+        t = img.detach().to('cpu', torch.float32, copy=True)          # a copy: outputs never alias the caller's tensor
+        check_float_range(t.numpy(), 'image tensor')
+        return t.clamp_(0, 1)
     return image_to_tensor(img)
 
 def _mask_tensor(mask) -> torch.Tensor:
     if isinstance(mask, torch.Tensor):
-        t = mask.detach().float().cpu()
-        if t.ndim == 2: t = t[None]
-        if t.ndim != 3 or t.shape[0] != 1: raise InputError(f"mask tensor must be (1, H, W) or (H, W), got {tuple(t.shape)}")
-        return (t > 0.5).float()
+        if mask.ndim == 3 and mask.shape[0] != 1 or mask.ndim not in (2, 3):
+            raise InputError(f"mask tensor must be (1, H, W) or (H, W), got {tuple(mask.shape)}")
     return torch.from_numpy(load_mask(mask).astype(np.float32))[None]
 
 def prepare_pair(image, mask, resize_mask: bool = False, name: str = 'input') -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,6 +93,20 @@ def prepare_pair(image, mask, resize_mask: bool = False, name: str = 'input') ->
         m = F.interpolate(m[None], size=x.shape[1:], mode='nearest')[0]
     return x, m
 
+def large_image_message(pipe, height: int, width: int, steps: int, name: str = 'image') -> str:
+    "The warning for a large image: its size, and the expected cost against a 512x512 image (counted FLOPs when possible)."
+    ratio = height * width / 512 ** 2
+    try:
+        from erase_core.metrics.compute import erasure_flops
+        f = erasure_flops(pipe.components.preset.name, height, width, steps, pipe.guidance_scale > 1)
+        f512 = erasure_flops(pipe.components.preset.name, 512, 512, steps, pipe.guidance_scale > 1)
+        cost = f"{f['total_T']:.1f} TFLOPs with the {pipe.components.preset.name} architecture, {f['total_T'] / f512['total_T']:.0f}x a 512x512 erasure"
+    except Exception:
+        cost = f"at least {ratio:.0f}x the work of a 512x512 erasure"
+    return (f"{name} is {width}x{height} ({height * width / 1e6:.1f} megapixels): the model runs at full size, {cost}; "
+            "expect a long run (minutes to hours on a CPU): leave cropping to the mask on (crop=None; command line: "
+            "drop --no-crop) or downscale first")
+
 def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = 'reflect', value: float = 0.) -> tuple[torch.Tensor, tuple[int, int]]:
     "Pad (..., H, W) at the bottom and right to multiples of `multiple`; return the tensor and the original (H, W)."
     h, w = x.shape[-2:]
@@ -87,7 +116,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = 'reflect', value
     if mode == 'constant': return F.pad(x, (0, pw, 0, ph), value=value), (h, w)
     return F.pad(x[None] if x.ndim == 3 else x, (0, pw, 0, ph), mode=mode).reshape(*x.shape[:-2], h + ph, w + pw), (h, w)
 
-# %% ../../nbs/20_sampling.pipeline.ipynb #c6aa9f7d
+# %% ../../nbs/20_sampling.pipeline.ipynb #e5305dfd
 def _grow(box, margin, min_side, H, W):
     "`box` grown by `margin` of its sides, then to `min_side` where the image allows, moved inside the (H, W) image."
     t, l, b, r = box
@@ -186,8 +215,9 @@ class SamplingState:
 class ErasePipeline:
     "Few-step diffusion object erasure with an inpainting UNet; see `__call__`."
     def __init__(self, components: EraserComponents, sampler: str = 'lcm', steps: int = 2, guidance_scale: float = 1.0,
-                 masked_latent: str = 'sample', latent_mask: str = 'nearest', crop: bool | None = None,
+                 masked_latent: str | None = None, latent_mask: str = 'nearest', crop: bool | None = None,
                  crop_margin: float = 0.5, **scheduler_kwargs):
+        masked_latent = masked_latent or components.preset.masked_latent      # the preset's choice (toy: 'mode')
         if masked_latent not in ('sample', 'mode'): raise InputError(f"masked_latent must be 'sample' or 'mode', got {masked_latent!r}")
         if latent_mask not in ('nearest', 'maxpool'): raise InputError(f"latent_mask must be 'nearest' or 'maxpool', got {latent_mask!r}")
         self.components, self.sampler_name, self.steps, self.guidance_scale = components, sampler, steps, guidance_scale
@@ -358,13 +388,18 @@ def _check_rows(t, n: int, ndim: int, name: str):
 
 # %% ../../nbs/20_sampling.pipeline.ipynb #e2d31fbb
 @patch
+def _crops(self: ErasePipeline, x, crop) -> bool:
+    "Whether image `x` is erased in context windows: `crop=True`, or `None` and a side exceeds the working size."
+    return crop is True or (crop is None and max(x.shape[-2:]) > self.components.preset.resolution)
+
+@patch
 def _jobs(self: ErasePipeline, pairs, crop, margin) -> list:
     "(image index, window or None, image, mask) to erase: whole images, or context windows resized to the working size."
     working = self.components.preset.resolution
     jobs = []
     for k, (x, m) in enumerate(pairs):
         if not m.any(): continue
-        if not (crop is True or (crop is None and max(x.shape[1:]) > working)):
+        if not self._crops(x, crop):
             jobs.append((k, None, x, m)); continue
         for t, l, b, r in mask_windows(m, working, margin):
             xw, mw = x[:, t:b, l:r], m[:, t:b, l:r]
@@ -389,7 +424,7 @@ def _paste(self: ErasePipeline, out, y, box, mask, paste_back: bool):
     out[:, t:b, l:r] = y * alpha + out[:, t:b, l:r] * (1 - alpha)
     return out
 
-# %% ../../nbs/20_sampling.pipeline.ipynb #4315f5ff
+# %% ../../nbs/20_sampling.pipeline.ipynb #bb1931b5
 @patch
 @torch.no_grad()
 def __call__(self: ErasePipeline, images, masks, seed: int | None = 0, generator=None, steps: int | None = None,
@@ -407,18 +442,22 @@ def __call__(self: ErasePipeline, images, masks, seed: int | None = 0, generator
     `crop` (default: the pipeline's, None = when the image exceeds the working size) erases context windows
     around the mask's components instead of the whole image (see "Large photos")."""
     if output_type not in ('pil', 'pt'): raise InputError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
+    crop = self.crop if crop is None else crop
     imgs, msks = _as_list(images), _as_list(masks)
     if len(imgs) != len(msks): raise InputError(f"got {len(imgs)} images but {len(msks)} masks")
     pairs = [prepare_pair(i, m, resize_mask, name=f'image {k}') for k, (i, m) in enumerate(zip(imgs, msks))]
+    steps = check_steps(self.steps if steps is None else steps, self.scheduler)
     for k, (x, m) in enumerate(pairs):
         if m.min() == 1 and not allow_full_mask:
             raise InputError(f"image {k}: the mask covers the whole image, leaving no context to erase towards; "
-                             "pass allow_full_mask=True to generate the whole image")
+                             "pass allow_full_mask=True (command line: --allow-full-mask) to generate the whole image")
+        if m.any() and (mp := x.shape[1] * x.shape[2] / 1e6) > LARGE_IMAGE_MP and not self._crops(x, crop):
+            warnings.warn(large_image_message(self, x.shape[1], x.shape[2], steps, f'image {k}'), stacklevel=2)
     prompt_embeds = _check_rows(prompt_embeds, len(pairs), 3, 'prompt_embeds')
     pooled_embeds = _check_rows(pooled_embeds, len(pairs), 2, 'pooled_embeds')
     if generator is None: generator = torch.Generator(self.device).manual_seed(seed if seed is not None else 0)
-    outs: list = [x for x, _ in pairs]                  # empty masks: the input, unchanged
-    jobs = self._jobs(pairs, self.crop if crop is None else crop, self.crop_margin if crop_margin is None else crop_margin)
+    outs: list = [x for x, _ in pairs]                  # empty masks: the input, unchanged (already a copy)
+    jobs = self._jobs(pairs, crop, self.crop_margin if crop_margin is None else crop_margin)
     mult = self.components.size_multiple
     padded = [(pad_to_multiple(x, mult)[0], pad_to_multiple(m, mult, 'constant')[0]) for _, _, x, m in jobs]
     groups: dict = {}
