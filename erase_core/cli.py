@@ -264,6 +264,7 @@ def bench_cmd(args) -> int:
     import pandas as pd
     from erase_core.core import pick_device
     from erase_core.caching.bench import bench, step_bench, METHODS
+    import erase_core.caching.baselines                   # registers fewer-steps, deepcache, toca, taylorseer
     bad = [m for m in args.methods if m not in METHODS]
     if bad: raise InputError(f"unknown method(s) {bad}; choose from {sorted(METHODS)}")
     if any(not 0 < f <= 1 for f in args.fractions): raise InputError(f"--fractions must lie in (0, 1], got {args.fractions}")
@@ -306,7 +307,8 @@ def _add_bench_parser(sub):
     b.add_argument('--steps', type=int, nargs='+', default=[2, 4])
     b.add_argument('--fractions', type=float, nargs='+', default=[0.05, 0.1, 0.2, 0.4, 1.0],
                    help='foreground fractions of the synthetic centred mask')
-    b.add_argument('--methods', nargs='+', default=['none', 'fpac'])
+    b.add_argument('--methods', nargs='+', default=['none', 'fpac'],
+                   help='none, fpac, fpac-attn, fewer-steps, deepcache, toca, taylorseer')
     b.add_argument('--sampler', default='ddim')
     b.add_argument('--repeats', type=int, default=3, help='timed runs per configuration (median reported)')
     b.add_argument('--warmup', type=int, default=1, help='untimed runs before the timed ones')

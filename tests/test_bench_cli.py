@@ -37,3 +37,13 @@ def test_bench_bad_arguments(capsys):
     assert '--fractions must lie in (0, 1]' in capsys.readouterr().err
     assert main(['bench', '--image', 'x.png']) == 2
     assert '--image and --mask go together' in capsys.readouterr().err
+
+
+def test_bench_runs_the_baselines(tmp_path):
+    out = tmp_path / 'b.csv'
+    assert main(['bench', '--preset', 'tiny', '--steps', '4', '--repeats', '1', '--warmup', '0', '--fractions', '0.2',
+                 '--methods', 'none', 'deepcache', 'toca', 'taylorseer', 'fewer-steps', '--csv', str(out)]) == 0
+    df = pd.read_csv(out).set_index('method')
+    assert list(df.index) == ['none', 'deepcache', 'toca', 'taylorseer', 'fewer-steps']
+    assert (df.drop('none').flops_T < df.loc['none', 'flops_T']).all()       # each saves compute
+    assert df.loc['toca', 'fg_token_fraction'] < 1

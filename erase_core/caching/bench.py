@@ -87,10 +87,11 @@ def _fpac_attn(pipe):
     return FPAC(pipe, foreground='attention', token=5)
 
 def _extras(ctx) -> dict:
-    "What a method can say about its last run (FPAC: the share of tokens recomputed at its reuse steps)."
+    "What a method can say about its last run: the share of tokens recomputed at its cached steps (mean over the hooked blocks)."
     hist = getattr(ctx, 'history', None)
     if not hist: return {}
-    comp = [v for h in hist if h['reuse'] for v in h['computed'].values()]
+    partial = lambda h: h['reuse'] if 'reuse' in h else min(h['computed'].values(), default=1) < 1   # FPAC says; others: a step not all computed
+    comp = [v for h in hist if partial(h) for v in h['computed'].values()]
     return dict(fg_token_fraction=round(float(np.mean(comp)), 4)) if comp else {}
 
 # %% ../../nbs/46_caching.bench.ipynb #caa79225
