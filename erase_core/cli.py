@@ -10,7 +10,7 @@ from .core import EraseCoreError, InputError, MissingFileError
 
 # %% auto #0
 __all__ = ['find_pairs', 'output_names', 'check_device', 'check_writable', 'output_format', 'remove', 'flops', 'toy_vae',
-           'toy_segmenter', 'toy_data', 'fixtures', 'train', 'build_parser', 'main']
+           'toy_segmenter', 'toy_data', 'fixtures', 'bench_cmd', 'train', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #2c2ebfdb
 from .data.formats import IMAGE_EXTS      # one list of image extensions, owned by the data layer
@@ -108,6 +108,7 @@ def _pipeline(args, device):
     kw = dict(RECIPES[recipe])
     if args.steps is not None: kw['steps'] = args.steps
     if args.sampler: kw['sampler'] = args.sampler
+    kw.update(crop=False if getattr(args, 'no_crop', False) else None, crop_margin=getattr(args, 'crop_margin', 0.5))
     pipe = ErasePipeline(comps, **kw)
     check_steps(pipe.steps, pipe.scheduler, '--steps')
     if pipe.device != device: comps.to(device)           # (a needless .to() makes diffusers log a warning)
@@ -250,6 +251,78 @@ def fixtures(args) -> int:
     print(f"fixtures regenerated: {sorted(paths)}; {len(masks)} demo masks")
     return 0
 
+# %% ../nbs/90_cli.ipynb #9ca25d64
+def _size(s: str) -> tuple[int, int]:
+    "'512' or 'WxH' -> (height, width)."
+    try:
+        w, h = (int(v) for v in s.lower().split('x')) if 'x' in s.lower() else (int(s), int(s))
+    except ValueError: raise InputError(f"--size must be N or WxH (e.g. 512 or 912x512), got {s!r}") from None
+    if h < 1 or w < 1: raise InputError(f"--size must be positive, got {s!r}")
+    return h, w
+
+def bench_cmd(args) -> int:
+    import pandas as pd
+    from erase_core.core import pick_device
+    from erase_core.caching.bench import bench, step_bench, METHODS
+    bad = [m for m in args.methods if m not in METHODS]
+    if bad: raise InputError(f"unknown method(s) {bad}; choose from {sorted(METHODS)}")
+    if any(not 0 < f <= 1 for f in args.fractions): raise InputError(f"--fractions must lie in (0, 1], got {args.fractions}")
+    if (args.image is None) != (args.mask is None): raise InputError("--image and --mask go together")
+    h, w = _size(args.size) if args.size else (None, None)
+    image = mask = None
+    if args.image:
+        from erase_core.sampling.pipeline import prepare_pair
+        image, mask = prepare_pair(args.image, args.mask, name=args.image)
+        h, w = image.shape[1:]
+    comps = None
+    if args.model:
+        from erase_core.models.presets import load_components
+        comps = load_components(args.preset, args.model)
+    if args.per_step:
+        meth = [m for m in args.methods if m != 'none']
+        if len(meth) != 1 or image is not None: raise InputError("--per-step measures one method besides 'none' on the synthetic mask")
+        df = step_bench(args.preset, h, w, steps=args.steps, fractions=args.fractions, method=meth[0],
+                        device=str(pick_device(args.device)), seed=args.seed, components=comps, log=lambda s: print(s, file=sys.stderr))
+    else: df = bench(args.preset, h, w, steps=args.steps, fractions=args.fractions, methods=args.methods, repeats=args.repeats,
+               warmup=args.warmup, device=str(pick_device(args.device)), sampler=args.sampler, image=image, mask=mask,
+               flops='timed' if args.flops_in_timed_runs else not args.no_flops, seed=args.seed, components=comps,
+               warmup_once=args.warmup_once, log=lambda s: print(s, file=sys.stderr))
+    pd.set_option('display.width', 250); pd.set_option('display.max_columns', 40)
+    cols = [c for c in ('steps', 'method', 'fraction', 'fg_token_fraction', 'total_s', 'total_cpu_s', 'flops_T', 'speedup', 'cpu_speedup',
+                        'flop_ratio', 'step_time_saving', 'step_cpu_saving', 'step_flop_saving', 'saving_efficiency',
+                        'cpu_saving_efficiency') if c in df]
+    print(f"scale: {df.scale.iloc[0]}; preset {args.preset}; {df['size'].iloc[0]}; device: {df.device.iloc[0]}")
+    print(df[cols].to_string(index=False))
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True); df.to_csv(args.csv, index=False)
+        print(f"written: {args.csv}", file=sys.stderr)
+    return 0
+
+def _add_bench_parser(sub):
+    b = sub.add_parser('bench', help='time and count FLOPs of acceleration methods against each other')
+    b.add_argument('--preset', default='tiny', help='architecture preset (random weights unless --model)')
+    b.add_argument('--model', help='local diffusers folder with real weights')
+    b.add_argument('--size', default=None, help="image size, N or WxH (default: the preset's resolution)")
+    b.add_argument('--steps', type=int, nargs='+', default=[2, 4])
+    b.add_argument('--fractions', type=float, nargs='+', default=[0.05, 0.1, 0.2, 0.4, 1.0],
+                   help='foreground fractions of the synthetic centred mask')
+    b.add_argument('--methods', nargs='+', default=['none', 'fpac'])
+    b.add_argument('--sampler', default='ddim')
+    b.add_argument('--repeats', type=int, default=3, help='timed runs per configuration (median reported)')
+    b.add_argument('--warmup', type=int, default=1, help='untimed runs before the timed ones')
+    b.add_argument('--warmup-once', type=int, default=0, help='uncached one-step erasures before everything (process warm-up)')
+    b.add_argument('--no-flops', action='store_true', help='skip the FLOP-counting run')
+    b.add_argument('--per-step', action='store_true',
+                   help='measure the VAE once and one full and one cached call per fraction, and compose the erasures (for slow models)')
+    b.add_argument('--flops-in-timed-runs', action='store_true',
+                   help='count FLOPs in the timed runs instead of one run more (for slow models; math attention kernel in all runs)')
+    b.add_argument('--image', help='an image to erase instead of the synthetic one (with --mask)')
+    b.add_argument('--mask', help='its mask')
+    b.add_argument('--device', default=None)
+    b.add_argument('--seed', type=int, default=0)
+    b.add_argument('--csv', help='write the table to this CSV file')
+    b.set_defaults(func=bench_cmd)
+
 # %% ../nbs/90_cli.ipynb #4fa68d60
 def _toy_default(name: str):
     from erase_core.training.checkpoints import toy_checkpoint
@@ -359,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--resize-mask', action='store_true', help='resize masks whose size differs from their image')
     r.add_argument('--overwrite', action='store_true', help='redo outputs that exist already (never an input or mask)')
     r.add_argument('--allow-full-mask', action='store_true', help='allow a mask that covers the whole image (the model generates all of it)')
+    r.add_argument('--no-crop', action='store_true',
+                   help="erase the whole image even when it is larger than the model's working size (default: crop to the mask)")
+    r.add_argument('--crop-margin', type=float, default=0.5, help='context around each mask component, as a fraction of its size')
     r.set_defaults(func=remove)
     f = sub.add_parser('flops', help="parameters and FLOPs per erasure (default: the papers' models)")
     f.add_argument('--preset', default=None)
@@ -393,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser('fixtures', help='regenerate the small test fixtures under data/ (COCO, parquet, folder, demo masks)')
     x.set_defaults(func=fixtures)
     _add_train_parser(sub)
+    _add_bench_parser(sub)
     return ap
 
 def main(argv=None) -> int:
