@@ -28,7 +28,8 @@ from .rad import (LatentDiscriminator, discriminator_mask, discriminator_inputs,
 
 # %% auto #0
 __all__ = ['TOY_OBER_SEED', 'TOY_OBER_EVAL_SEED', 'toy_ober_parquet', 'make_pairs', 'ObjectClearNet', 'ObjectClearModel',
-           'load_objectclear', 'objectclear_erase', 'ObjectClearStage', 'RADStage']
+           'load_objectclear', 'objectclear_erase', 'ObjectClearStage', 'RADStage', 'toy_ober_eval', 'effect_region',
+           'erasure_metrics']
 
 # %% ../../nbs/44_training.flashclear.ipynb #49c28a0e
 TOY_OBER_SEED = 2              # toy OBER training scenes: seeds (2, i)
@@ -365,7 +366,7 @@ from ..models.objectclear import OBJECTCLEAR_BLOCKS
 register_recipe(
     Recipe('objectclear', 'objectclear', 'smoke', 'tiny', steps=4, batch_size=2, lr=1e-4, ckpt_every=2, image_size=32,
            params=dict(_OC, n_scenes=16)),
-    Recipe('objectclear', 'objectclear', 'toy', 'toy', steps=1200, batch_size=16, lr=2e-4, weight_decay=0.0, ckpt_every=200,
+    Recipe('objectclear', 'objectclear', 'toy', 'toy', steps=1000, batch_size=16, lr=2e-4, weight_decay=0.0, ckpt_every=250,
            image_size=64, params=dict(_OC, n_scenes=2000, init='yoeo-teacher'),
            about='toy base: the toy yoeo-teacher inpainter fine-tuned with the object token on toy OBER pairs'),
     Recipe('objectclear', 'objectclear', 'paper', 'sdxl-inpaint', steps=100_000, batch_size=4, mixed_precision='bf16', ckpt_every=1000,
@@ -381,3 +382,22 @@ for name, K in (('flashclear', 4), ('flashclear-2', 2)):
         Recipe(name, 'rad', 'paper', 'sdxl-inpaint', steps=10_000, batch_size=8, mixed_precision='bf16', ckpt_every=500, image_size=512,
                params=dict(_RAD, n_scenes=None, student_steps=K, lora_rank=256, lora_alpha=256, mask_layers=list(OBJECTCLEAR_BLOCKS), augment=True)),
     )
+
+# %% ../../nbs/44_training.flashclear.ipynb #510d23a4
+def toy_ober_eval(n: int = 96, size: int = 64, seed: int = TOY_OBER_EVAL_SEED, root=None) -> PairDataset:
+    "Held-out toy OBER pairs (seeds (seed, i), seed >= 500_000), read through the OBER reader."
+    if seed < 500_000: raise InputError(f"evaluation seeds are >= 500000 (training uses smaller ones), got {seed}")
+    return PairDataset(toy_ober_parquet(n, size, seed, root))
+
+def effect_region(object_mask: torch.Tensor, effect_mask: torch.Tensor) -> torch.Tensor:
+    "The shadow/reflection pixels: object+effect mask minus the object mask (B,1,H,W)."
+    return ((effect_mask > 0.5) & (object_mask < 0.5)).float()
+
+def erasure_metrics(pred: torch.Tensor, batch: dict, lpips_metric) -> dict:
+    "Per-image PSNR, PSNR-mask (object+effect), LPIPS, LPIPS-Local (object+effect box) and effect PSNR (NaN without an effect)."
+    from erase_core.metrics.fidelity import psnr, psnr_mask, lpips_local
+    gt, obj, eff = batch['target'], batch['mask'], batch['effect_mask']
+    pred = pred.float().cpu().clamp(0, 1)
+    with torch.no_grad():
+        return dict(psnr=psnr(pred, gt), psnr_mask=psnr_mask(pred, gt, eff), lpips=lpips_metric(pred, gt).cpu(),
+                    lpips_local=lpips_local(pred, gt, eff, lpips_metric), psnr_effect=psnr_mask(pred, gt, effect_region(obj, eff)))
