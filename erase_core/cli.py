@@ -273,6 +273,7 @@ def train(args) -> int:
     over = _parse_sets(args.set)
     for flag, key in (('no_ss', 'ss'), ('no_efc', 'efc'), ('no_d2', 'd2')):
         if getattr(args, flag): over[key] = False
+    if args.no_d2: over.setdefault('ss_on_paired', True)      # SS on D1 alone must act on paired samples (see training.yoeo)
     if args.seed is not None: over['seed'] = args.seed
     r = get_recipe(args.recipe, args.scale, **over)
     paths = dict(base=args.base, data=args.data, d2_data=args.d2_data, teacher=args.teacher, student=args.student, disc=args.disc,
