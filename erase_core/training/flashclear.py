@@ -128,13 +128,6 @@ def load_objectclear(source='random', preset: str = 'tiny', seed: int = 0, vae=N
     return ObjectClearModel(c, enc, fus, str(source))
 
 # %% ../../nbs/44_training.flashclear.ipynb #dc6c0b5c
-@contextlib.contextmanager
-def _condition(components: EraserComponents, embeds: torch.Tensor):
-    old = components.prompt_embeds
-    components.prompt_embeds = embeds
-    try: yield
-    finally: components.prompt_embeds = old
-
 @torch.no_grad()
 def objectclear_erase(model: ObjectClearModel, image: torch.Tensor, mask: torch.Tensor, recipe: str = 'objectclear',
                       steps: int | None = None, guidance_scale: float | None = None, seed: int = 0, fusion: bool = False,
@@ -154,14 +147,14 @@ def objectclear_erase(model: ObjectClearModel, image: torch.Tensor, mask: torch.
     cond = net.condition(x, m)
     g = torch.Generator(dev).manual_seed(seed)
     u = unet or c.unet
-    with _condition(c, cond):
-        if not fusion: return pipe.decode(pipe.sample_latents(x, m, g, unet=u)).float()
-        layer = fusion_layer(u)
-        with attention_capture(u, layers=[layer]) as store:
-            z = pipe.sample_latents(x, m, g, unet=u)          # the store keeps the last step's map
-        amap = store.maps(z.shape[-2:])[layer]
-        if kw['guidance_scale'] > 1: amap = amap.chunk(2)[1]   # the conditional half
-        return attention_fusion(pipe.decode(z).float(), x.float(), amap.float(), **fusion_kw)
+    if not fusion: return pipe.decode(pipe.sample_latents(x, m, g, unet=u, prompt_embeds=cond)).float()
+    layer = fusion_layer(u)
+    with attention_capture(u, layers=[layer]) as store:
+        z = pipe.sample_latents(x, m, g, unet=u, prompt_embeds=cond)   # the store keeps the last step's map
+    amap = store.maps(z.shape[-2:])[layer]
+    if kw['guidance_scale'] > 1: amap = amap.chunk(2)[1]              # the conditional half
+    return attention_fusion(pipe.decode(z).float(), x.float(), amap.float(), **fusion_kw)
+
 
 # %% ../../nbs/44_training.flashclear.ipynb #602bfabe
 def _check_paper_paths(recipe: Recipe, paths: dict):
