@@ -359,7 +359,7 @@ from ..models.objectclear import OBJECTCLEAR_BLOCKS
 register_recipe(
     Recipe('objectclear', 'objectclear', 'smoke', 'tiny', steps=4, batch_size=2, lr=1e-4, ckpt_every=2, image_size=32,
            params=dict(_OC, n_scenes=16)),
-    Recipe('objectclear', 'objectclear', 'toy', 'toy', steps=1000, batch_size=16, lr=2e-4, weight_decay=0.0, ckpt_every=250,
+    Recipe('objectclear', 'objectclear', 'toy', 'toy', steps=500, batch_size=16, lr=2e-4, weight_decay=0.0, ckpt_every=100,
            image_size=64, params=dict(_OC, n_scenes=2000, init='yoeo-teacher'),
            about='toy base: the toy yoeo-teacher inpainter fine-tuned with the object token on toy OBER pairs'),
     Recipe('objectclear', 'objectclear', 'paper', 'sdxl-inpaint', steps=100_000, batch_size=4, mixed_precision='bf16', ckpt_every=1000,
@@ -369,7 +369,7 @@ for name, K in (('flashclear', 4), ('flashclear-2', 2)):
     register_recipe(
         Recipe(name, 'rad', 'smoke', 'tiny', steps=4, batch_size=2, lr=1e-4, ckpt_every=2, image_size=32,
                params=dict(_RAD, n_scenes=16, student_steps=K, disc_width=16)),
-        Recipe(name, 'rad', 'toy', 'toy', steps=300, batch_size=8, lr=2e-4, weight_decay=0.0, ckpt_every=100, image_size=64,
+        Recipe(name, 'rad', 'toy', 'toy', steps=150, batch_size=8, lr=2e-4, weight_decay=0.0, ckpt_every=50, image_size=64,
                params=dict(_RAD, n_scenes=2000, student_steps=K, disc_width=64),
                about=f'toy {K}-step LoRA student of the toy objectclear base'),
         Recipe(name, 'rad', 'paper', 'sdxl-inpaint', steps=10_000, batch_size=8, mixed_precision='bf16', ckpt_every=500, image_size=512,
