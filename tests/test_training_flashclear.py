@@ -92,9 +92,38 @@ def test_a_trained_adapter_loads_back_fused_and_unfused_with_the_same_outputs(ba
 @pytest.mark.parametrize('args,first', [
     (['flashclear', '--scale', 'smoke', '--set', 'ablation=V'], "erase-core: error: ablation must be one of ['I', 'II', 'III', 'IV']"),
     (['objectclear', '--scale', 'paper'], 'erase-core: error: a paper-scale objectclear run needs --base'),
+    (['flashclear', '--scale', 'paper', '--base', '.', '--data', '.'], 'erase-core: error: a paper-scale RAD run needs --lpips-weights'),
     (['flashclear', '--scale', 'smoke', '--set', 'disc_timestep="later"'], "erase-core: error: disc_timestep must be 'next' or 'same'"),
 ])
 def test_bad_flashclear_input_is_one_line(tmp_path, capsys, args, first):
     assert _train(*args, '--out', tmp_path / 'x') == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(first), err
+
+
+def test_paper_recipes_run_on_local_diffusers_clip_and_fusion_files(tmp_path):
+    "The paper-scale code path on tiny stand-ins: a diffusers folder, a CLIP vision folder and a fusion weights file."
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+    from erase_core.models.presets import save_components
+    from erase_core.models.objectclear import build_object_fusion
+    from erase_core.training.flashclear import toy_ober_parquet, _save
+    save_components(load_components('tiny'), tmp_path / 'base')
+    CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                                                   image_size=30, patch_size=6, projection_dim=32)).save_pretrained(tmp_path / 'clip')
+    _save(build_object_fusion('tiny', seed=3), tmp_path / 'fusion.safetensors')
+    data = toy_ober_parquet(4, 32, root=tmp_path)
+    small = ['--set', 'preset="tiny"', '--set', 'steps=1', '--set', 'batch_size=2', '--set', 'image_size=32', '--set', 'mixed_precision="no"']
+    local = ['--scale', 'paper', '--base', tmp_path / 'base', '--image-encoder', tmp_path / 'clip', '--fusion', tmp_path / 'fusion.safetensors',
+             '--data', data, *small]
+    assert _train('objectclear', '--out', tmp_path / 'oc', *local) == 0
+    fin = tmp_path / 'oc' / 'final'
+    assert (fin / 'unet.safetensors').exists() and (fin / 'object_fusion.safetensors').exists()
+    assert not (fin / 'object_encoder.safetensors').exists()           # CLIP stays frozen and external at paper scale
+    assert load_file(str(fin / 'unet.safetensors'))['conv_in.weight'].dtype == torch.float32
+    # the student of that base: the same local folders, the trained UNet as --init
+    import torchvision
+    torch.save(torchvision.models.alexnet().state_dict(), tmp_path / 'alexnet.pth')   # stands in for the ImageNet weights
+    assert _train('flashclear', '--out', tmp_path / 'fc', *local, '--init', fin / 'unet.safetensors', '--set', 'lora_rank=4',
+                  '--lpips-weights', tmp_path / 'alexnet.pth',
+                  '--set', 'lora_alpha=4') == 0
+    assert json.loads((tmp_path / 'fc' / 'final' / 'flashclear.json').read_text())['lora_rank'] == 4

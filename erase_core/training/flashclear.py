@@ -15,7 +15,7 @@ from ..core import InputError, MissingFileError, ModelLoadError, data_dir
 from ..models.presets import (load_components, load_unet_state_dict, EraserComponents, get_preset, add_lora, save_lora,
                                        load_lora, lora_rank, LORA_WEIGHT_NAME)
 from ..models.objectclear import (build_object_encoder, build_object_fusion, load_object_fusion, load_clip_image_encoder,
-                                           objectclear_condition, AttentionStore, capture_attention, attention_capture,
+                                           objectclear_condition, AttentionStore, capture_attention, attention_capture, objectclear_layers,
                                            attention_mask_loss, MASK_LOSS_WEIGHT, ToyObjectEncoder, ObjectTokenFusion)
 from ..data.toyworld import make_toy_scenes
 from ..data.formats import export_toy_ober
@@ -195,7 +195,7 @@ class ObjectClearStage(EraserStage):
         net.unet.train().requires_grad_(True); net.fusion.train().requires_grad_(True)
         if net.train_encoder: net.encoder.train().requires_grad_(True)
         self.store = AttentionStore(keep_grad=True)
-        capture_attention(net.unet, self.store, p.get('mask_layers'))
+        capture_attention(net.unet, self.store, objectclear_layers(net.unet, p.get('mask_blocks')))
         params = [q for q in net.parameters() if q.requires_grad]
         return dict(net=net), dict(net=torch.optim.AdamW(params, lr=r.lr, weight_decay=r.weight_decay, betas=r.betas))
 
@@ -257,7 +257,10 @@ class RADStage(EraserStage):
         if str(p.get('ablation', 'IV')) not in RAD_ABLATIONS: raise InputError(f"ablation must be one of {sorted(RAD_ABLATIONS)}, got {p['ablation']!r}")
         if p.get('disc_timestep', 'next') not in ('next', 'same'): raise InputError(f"disc_timestep must be 'next' or 'same', got {p['disc_timestep']!r}")
         if int(p.get('student_steps', 0)) < 1: raise InputError(f"student_steps must be a positive integer, got {p.get('student_steps')!r}")
-        _check_paper_paths(recipe, paths); super().__init__(recipe, **paths)
+        _check_paper_paths(recipe, paths)
+        if recipe.scale == 'paper' and 'lpips' in RAD_ABLATIONS[str(p.get('ablation', 'IV'))]['weights'] and paths.get('lpips_weights') is None:
+            raise InputError("a paper-scale RAD run needs --lpips-weights: the LPIPS backbone's torchvision state dict")
+        super().__init__(recipe, **paths)
 
     def setup(self, trainer):
         r, p, dev = self.recipe, self.recipe.params, trainer.device
@@ -285,7 +288,7 @@ class RADStage(EraserStage):
         add_lora(unet, rank, p.get('lora_alpha') or rank)
         unet.to(dev).train()
         self.store = AttentionStore(keep_grad=True)
-        capture_attention(unet, self.store, p.get('mask_layers'))
+        capture_attention(unet, self.store, objectclear_layers(unet, p.get('mask_blocks')))
         self.lpips = make_lpips(r, self.paths.get('lpips_weights')).to(dev) if 'lpips' in self.weights else None
         models['gen'], opts['gen'] = unet, opt([q for q in unet.parameters() if q.requires_grad])
         if self.variant is not None: models['disc'], opts['disc'] = disc, opt(disc.trainable_parameters())
@@ -352,28 +355,28 @@ def export(self: RADStage, trainer, folder):
 
 # %% ../../nbs/44_training.flashclear.ipynb #4cd4268d
 STAGES.update(objectclear=ObjectClearStage, rad=RADStage)
-_OC = dict(n_scenes=64, cond_drop=0.1, mask_weight=MASK_LOSS_WEIGHT, mask_layers=None, init=None, augment=False)
+_OC = dict(n_scenes=64, cond_drop=0.1, mask_weight=MASK_LOSS_WEIGHT, mask_blocks=None, init=None, augment=False)
 _RAD = dict(n_scenes=64, student_steps=4, ablation='IV', lora_rank=None, lora_alpha=None, disc_heads=('mid',), disc_width=None,
-            disc_lora_rank=0, disc_timestep='next', gen_form='linear', mask_layers=None, lpips_net='alex', base='objectclear', augment=False)
+            disc_lora_rank=0, disc_timestep='next', gen_form='linear', mask_blocks=None, lpips_net='alex', base='objectclear', augment=False)
 from ..models.objectclear import OBJECTCLEAR_BLOCKS
 register_recipe(
     Recipe('objectclear', 'objectclear', 'smoke', 'tiny', steps=4, batch_size=2, lr=1e-4, ckpt_every=2, image_size=32,
            params=dict(_OC, n_scenes=16)),
-    Recipe('objectclear', 'objectclear', 'toy', 'toy', steps=500, batch_size=16, lr=2e-4, weight_decay=0.0, ckpt_every=100,
+    Recipe('objectclear', 'objectclear', 'toy', 'toy', steps=1000, batch_size=16, lr=2e-4, weight_decay=0.0, ckpt_every=100,
            image_size=64, params=dict(_OC, n_scenes=2000, init='yoeo-teacher'),
            about='toy base: the toy yoeo-teacher inpainter fine-tuned with the object token on toy OBER pairs'),
     Recipe('objectclear', 'objectclear', 'paper', 'sdxl-inpaint', steps=100_000, batch_size=4, mixed_precision='bf16', ckpt_every=1000,
-           image_size=512, params=dict(_OC, n_scenes=None, mask_layers=list(OBJECTCLEAR_BLOCKS), augment=True)),
+           image_size=512, params=dict(_OC, n_scenes=None, mask_blocks=list(OBJECTCLEAR_BLOCKS), augment=True)),
 )
 for name, K in (('flashclear', 4), ('flashclear-2', 2)):
     register_recipe(
         Recipe(name, 'rad', 'smoke', 'tiny', steps=4, batch_size=2, lr=1e-4, ckpt_every=2, image_size=32,
                params=dict(_RAD, n_scenes=16, student_steps=K, disc_width=16)),
-        Recipe(name, 'rad', 'toy', 'toy', steps=150, batch_size=8, lr=2e-4, weight_decay=0.0, ckpt_every=50, image_size=64,
+        Recipe(name, 'rad', 'toy', 'toy', steps=300, batch_size=8, lr=2e-4, weight_decay=0.0, ckpt_every=50, image_size=64,
                params=dict(_RAD, n_scenes=2000, student_steps=K, disc_width=64),
                about=f'toy {K}-step LoRA student of the toy objectclear base'),
         Recipe(name, 'rad', 'paper', 'sdxl-inpaint', steps=10_000, batch_size=8, mixed_precision='bf16', ckpt_every=500, image_size=512,
-               params=dict(_RAD, n_scenes=None, student_steps=K, lora_rank=256, lora_alpha=256, mask_layers=list(OBJECTCLEAR_BLOCKS), augment=True)),
+               params=dict(_RAD, n_scenes=None, student_steps=K, lora_rank=256, lora_alpha=256, mask_blocks=list(OBJECTCLEAR_BLOCKS), augment=True)),
     )
 
 # %% ../../nbs/44_training.flashclear.ipynb #510d23a4
