@@ -342,6 +342,7 @@ def train(args) -> int:
     import shlex, time
     from erase_core.training.trainer import get_recipe
     import erase_core.training.yoeo as yoeo                   # registers YOEO's recipes
+    import erase_core.training.flashclear                     # registers objectclear, flashclear, flashclear-2
     over = _parse_sets(args.set)
     for flag, key in (('no_ss', 'ss'), ('no_efc', 'efc'), ('no_d2', 'd2')):
         if getattr(args, flag): over[key] = False
@@ -349,11 +350,14 @@ def train(args) -> int:
     if args.seed is not None: over['seed'] = args.seed
     r = get_recipe(args.recipe, args.scale, **over)
     paths = dict(base=args.base, data=args.data, d2_data=args.d2_data, teacher=args.teacher, student=args.student, disc=args.disc,
-                 segmenter=args.segmenter, vae=args.vae, lpips_weights=args.lpips_weights)
+                 segmenter=args.segmenter, vae=args.vae, lpips_weights=args.lpips_weights,
+                 init=args.init, image_encoder=args.image_encoder, fusion=args.fusion)
     if r.scale == 'toy':
         if r.stage in ('distill', 'joint') and paths['teacher'] is None: paths['teacher'] = _toy_default('yoeo-teacher') / 'unet.safetensors'
         if r.stage == 'joint' and paths['student'] is None:
             d = _toy_default('yoeo-distill'); paths['student'], paths['disc'] = d / 'unet.safetensors', d / 'disc_head.safetensors'
+        if r.stage == 'objectclear' and paths['init'] is None and r.params.get('init'): paths['init'] = _toy_default(r.params['init']) / 'unet.safetensors'
+        if r.stage == 'rad' and paths['base'] is None: paths['base'] = _toy_default(r.params.get('base') or 'objectclear')
         if paths['vae'] is None: paths['vae'] = _toy_default('vae')
         if r.stage == 'joint' and paths['segmenter'] is None: paths['segmenter'] = _toy_default('segmenter')
     if args.publish and r.scale != 'toy': raise InputError("--publish records toy checkpoints only; use --scale toy")
@@ -385,8 +389,8 @@ def _run_seconds(out) -> float:
 
 # %% ../nbs/90_cli.ipynb #b5d7e3c2
 def _add_train_parser(sub):
-    t = sub.add_parser('train', help='run a training stage (yoeo-teacher, yoeo-distill, yoeo-joint) at smoke, toy or paper scale')
-    t.add_argument('recipe', help='yoeo-teacher, yoeo-distill or yoeo-joint')
+    t = sub.add_parser('train', help='run a training stage (yoeo-teacher, yoeo-distill, yoeo-joint, objectclear, flashclear, flashclear-2) at smoke, toy or paper scale')
+    t.add_argument('recipe', help='yoeo-teacher, yoeo-distill, yoeo-joint, objectclear, flashclear or flashclear-2 (ablations: flashclear --set ablation=I|II|III|IV)')
     t.add_argument('--scale', default='smoke', choices=['smoke', 'toy', 'paper'])
     t.add_argument('--out', required=True, help='run folder (recipe, logs, checkpoints, final weights)')
     t.add_argument('--resume', action='store_true', help='continue the run in --out from its last checkpoint')
@@ -400,7 +404,10 @@ def _add_train_parser(sub):
                       ('--d2-data', 'paper scale: COCO instances JSON for D2'), ('--teacher', 'teacher UNet weights (.safetensors)'),
                       ('--student', 'student UNet weights to start from'), ('--disc', 'discriminator head weights to start from'),
                       ('--segmenter', 'entity segmenter folder'), ('--vae', 'autoencoder folder (toy: the trained toy VAE)'),
-                      ('--lpips-weights', "paper scale: LPIPS backbone's torchvision state dict")):
+                      ('--lpips-weights', "paper scale: LPIPS backbone's torchvision state dict"),
+                      ('--init', "UNet weights to start from (objectclear at toy scale: the toy 'yoeo-teacher')"),
+                      ('--image-encoder', 'objectclear/flashclear, paper scale: local CLIP ViT-L/14 vision folder'),
+                      ('--fusion', 'objectclear/flashclear, paper scale: post-fusion weights (file or folder)')):
         t.add_argument(opt, default=None, help=what)
     t.add_argument('--publish', default=None, metavar='NAME', help='toy scale: record the final weights as checkpoints/toy/NAME')
     t.add_argument('--command-line', default=None, help=argparse.SUPPRESS)
