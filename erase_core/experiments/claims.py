@@ -12,8 +12,8 @@ from ..core import InputError, check_scale
 from . import paper_values as pvals
 
 # %% auto #0
-__all__ = ['LOWER_IS_BETTER', 'TOLERANCE', 'CLAIMS', 'better', 'on_par', 'verdict_direction', 'verdict_factor', 'NotMeasured',
-           'Results', 'Claim', 'check_claims', 'write_claims']
+__all__ = ['LOWER_IS_BETTER', 'TOLERANCE', 'CLAIMS', 'SCALE_NOTE', 'better', 'on_par', 'verdict_direction', 'verdict_factor',
+           'NotMeasured', 'Results', 'Claim', 'check_claims', 'write_claims']
 
 # %% ../../nbs/64_experiments.claims.ipynb #47f52df5
 LOWER_IS_BETTER = {'lpips', 'lpips_local', 'msn', 'mars', 'cfd', 'fid', 'flops_T', 'latency_s', 'inference_s'}
@@ -97,7 +97,7 @@ def _compare(R, table, a, bs, metrics, datasets):
 
 def _factor(R, table, base, ours, metric, dataset, paper_factor):
     b, o = R.get(table, base, metric, dataset), R.get(table, ours, metric, dataset)
-    f = b / o if o > 0 else math.inf
+    f = b / o if o > 0 else (math.inf if b > 0 else 1.0)        # 0 -> 0 is no reduction
     return verdict_factor(f, paper_factor), f"{metric} {_f(b)} -> {_f(o)} ({f:.3g}x; paper {paper_factor:.3g}x)"
 
 def _par(R, table, a, ref, metrics, dataset):
@@ -173,7 +173,7 @@ def _flashclear_claims():
     def user(R):
         df = R.tables.get(T6)
         if df is None: raise NotMeasured(f"{T6}.csv not written")
-        q = df[(df.method == 'flashclear-vs-objectclear') & (df.status == 'measured')]
+        q = df[(df.method == 'flashclear-vs-objectclear') & df.status.str.startswith('measured')]
         if not len(q): raise NotMeasured('flashclear vs objectclear not measured')
         w, t, l = (float(q.iloc[0][k]) for k in ('win', 'tie', 'lose'))
         return ('holds' if l <= w + 0.15 else 'does not hold'), (f"ground-truth pairwise (not people): win {w:.0%}, tie {t:.0%}, lose {l:.0%} "
@@ -227,6 +227,13 @@ def check_claims(root) -> pd.DataFrame:
         rows.append(dict(paper=c.paper, table=c.table, claim=c.text, verdict=v, numbers=nums))
     return pd.DataFrame(rows)
 
+SCALE_NOTE = dict(
+    smoke="**Smoke scale: tiny random models.** These verdicts only show that the plumbing works; they say nothing about the papers.",
+    toy=("At toy scale the models are small ones trained here on a procedural world, and LPIPS uses AlexNet with a random "
+         "backbone (no ImageNet weights can be downloaded); a verdict says whether the *mechanism* shows up at that scale, "
+         "not whether the paper's numbers are right."),
+    paper="At paper scale the models and data sets are the papers' own, read from the local paths given to `erase-core reproduce`.")
+
 def write_claims(root, scale: str = 'toy') -> Path:
     "Write `root/README.md`: one line per claim with our verdict and the numbers behind it."
     root = Path(root); df = check_claims(root); R = Results(root)
@@ -236,9 +243,7 @@ def write_claims(root, scale: str = 'toy') -> Path:
              "with the paper's values beside ours and the provenance of every row). Verdict rules: `erase_core.experiments.claims` "
              "(direction: ours goes the paper's way on every comparison; factor: at least the square root of the paper's; on par: "
              "within 10 % relative for LPIPS / MSN / MARS / CFD, 0.5 dB for PSNR).", '',
-             "At toy scale the models are small ones trained here on a procedural world, and LPIPS uses AlexNet with a random "
-             "backbone (no ImageNet weights can be downloaded); a verdict says whether the *mechanism* shows up at that scale, "
-             "not whether the paper's numbers are right.", '',
+             SCALE_NOTE[scale], '',
              'Verdicts: ' + ', '.join(f"{k} {v}" for k, v in sorted(counts.items())) + '.', '']
     for paper, g in df.groupby('paper', sort=False):
         lines += [f"## {paper}", '', '| claim (paper\'s numbers) | table | verdict | our numbers |', '|---|---|---|---|']
