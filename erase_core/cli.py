@@ -9,88 +9,198 @@ from pathlib import Path
 from .core import EraseCoreError, InputError, MissingFileError
 
 # %% auto #0
-__all__ = ['find_pairs', 'remove', 'flops', 'toy_vae', 'toy_segmenter', 'toy_data', 'fixtures', 'reproduce', 'tour',
-           'build_parser', 'main']
+__all__ = ['find_pairs', 'output_names', 'check_device', 'check_writable', 'output_format', 'remove', 'flops', 'toy_vae',
+           'toy_segmenter', 'toy_data', 'fixtures', 'reproduce', 'tour', 'train', 'build_parser', 'main']
 
-# %% ../nbs/90_cli.ipynb #4c1f222f
+# %% ../nbs/90_cli.ipynb #2c2ebfdb
 from .data.formats import IMAGE_EXTS      # one list of image extensions, owned by the data layer
 
+def _files_by_lower_name(folder: Path) -> dict:
+    "The files of `folder` keyed by their lower-cased name (the first in sorted order wins a case-only clash)."
+    out: dict = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file(): out.setdefault(p.name.lower(), p)
+    return out
+
 def find_pairs(inp: Path, masks: Path | None, mask_suffix: str = '_mask') -> tuple[list[tuple[Path, Path]], list[Path]]:
-    "Image/mask pairs under folder `inp`, and the images that have no mask."
-    imgs = sorted(p for p in inp.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.stem.endswith(mask_suffix))
+    "Image/mask pairs under folder `inp`, and the images that have no mask (names matched case-insensitively)."
+    files = _files_by_lower_name(inp)
+    mfiles = _files_by_lower_name(masks) if masks else {}
+    suf = mask_suffix.lower()
+    imgs = sorted(p for p in files.values() if p.suffix.lower() in IMAGE_EXTS and not (suf and p.stem.lower().endswith(suf)))
     pairs, orphans = [], []
     for im in imgs:
-        cands = ([masks / (im.stem + e) for e in IMAGE_EXTS] if masks else []) + [im.with_name(im.stem + mask_suffix + e) for e in IMAGE_EXTS]
-        found = next((c for c in cands if c.exists()), None)
+        stem = im.stem.lower()
+        cands = [mfiles.get(stem + e) for e in IMAGE_EXTS] + [files.get(stem + suf + e) for e in IMAGE_EXTS]
+        found = next((c for c in cands if c is not None), None)
         (pairs.append((im, found)) if found else orphans.append(im))
     return pairs, orphans
 
-# %% ../nbs/90_cli.ipynb #39cc42e6
-def _pipeline(args):
+def output_names(images: list[Path]) -> list[str]:
+    "PNG output names for a folder run: `NAME.png`, or `NAME_EXT.png` where two images share a name (case-insensitively)."
+    count: dict = {}
+    for im in images: count[im.stem.lower()] = count.get(im.stem.lower(), 0) + 1
+    names = [im.stem + ('_' + im.suffix.lower().lstrip('.') if count[im.stem.lower()] > 1 else '') + '.png' for im in images]
+    seen: dict = {}
+    for im, n in zip(images, names):
+        if n.lower() in seen: raise InputError(f"{im.name} and {seen[n.lower()].name} would both be written as {n}; rename one of them")
+        seen[n.lower()] = im
+    return names
+
+# %% ../nbs/90_cli.ipynb #b7c12ace
+def check_device(name: str | None):
+    "`--device` as a torch.device this machine has, or a one-line `InputError`."
+    import torch
+    from erase_core.core import pick_device
+    dev = pick_device(name)
+    if dev.type == 'cuda':
+        if not torch.cuda.is_available(): raise InputError(f"--device {name}: no CUDA GPU is available here (torch.cuda.is_available() is False); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == 'mps':
+        if not (getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available()):
+            raise InputError(f"--device {name}: Apple's MPS backend is not available here; use --device cpu")
+    elif dev.type != 'cpu': raise InputError(f"--device {name}: unsupported device type {dev.type!r}; use cpu, cuda or mps")
+    return dev
+
+def check_writable(folder: Path, what: str = '-o'):
+    "Create `folder` and try a write in it; a one-line `InputError` when that fails (before any work is done)."
+    import tempfile
+    try: folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise InputError(f"{what}: cannot create the folder {folder}: {e.strerror or e}") from None
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix='.erase-core-write-test-'): pass
+    except OSError as e: raise InputError(f"{what}: cannot write in {folder}: {e.strerror or e}") from None
+
+def output_format(path: Path) -> str:
+    "The PIL format an output path's suffix names (`.jpg` -> JPEG), or an `InputError`."
+    from PIL import Image
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise InputError(f"-o {path}: cannot tell an image format from the suffix {path.suffix or '(none)'!r}; use .png, .jpg, .webp or .tif")
+    return fmt
+
+def _save(img, out: Path, fmt: str):
+    tmp = out.with_name('.' + out.name + '.part')
+    img.save(tmp, format=fmt, **(dict(quality=95) if fmt in ('JPEG', 'WEBP') else {}))
+    tmp.replace(out)          # atomic: an interrupted write never leaves a half file that looks done
+
+def _load_unet_weights(unet, path: str):
+    from erase_core.core import ModelLoadError
+    from erase_core.models.presets import load_unet_state_dict
+    try: load_unet_state_dict(unet, path)
+    except EraseCoreError: raise
+    except Exception as e:         # a corrupt file: safetensors / pickle errors, one line
+        msg = (str(e).strip().splitlines() or [''])[0][:200]
+        raise ModelLoadError(f"--unet-weights {path}: cannot read it as a state dict ({type(e).__name__}: {msg})") from None
+
+def _pipeline(args, device):
     from erase_core.models.presets import load_components
-    from erase_core.sampling.pipeline import ErasePipeline, RECIPES
+    from erase_core.sampling.pipeline import ErasePipeline, RECIPES, check_steps
     if args.model is None and not args.random_weights:
         raise InputError("name the model folder with --model DIR (diffusers layout: unet/, vae/, scheduler/); "
                          "no weights can be downloaded. For a smoke test with random weights: --preset tiny --random-weights")
     source = 'random' if args.model is None else args.model
     if args.model is None: warnings.warn(f"preset {args.preset!r} with RANDOM weights: the output is noise in the hole (smoke test only)")
-    comps = load_components(args.preset, source, seed=args.seed, unet_weights=args.unet_weights, vae=args.vae)
+    comps = load_components(args.preset, source, seed=args.seed, vae=args.vae, lora=args.lora)
+    if args.unet_weights: _load_unet_weights(comps.unet, args.unet_weights)
     recipe = args.recipe or ('flashclear' if comps.unet.config.addition_embed_type == 'text_time' else 'yoeo')
     kw = dict(RECIPES[recipe])
-    if args.steps: kw['steps'] = args.steps
+    if args.steps is not None: kw['steps'] = args.steps
     if args.sampler: kw['sampler'] = args.sampler
-    from erase_core.core import pick_device
-    comps.to(pick_device(args.device))
-    return ErasePipeline(comps, **kw), recipe
+    pipe = ErasePipeline(comps, **kw)
+    check_steps(pipe.steps, pipe.scheduler, '--steps')
+    if pipe.device != device: comps.to(device)           # (a needless .to() makes diffusers log a warning)
+    return pipe, recipe
+
+def _jobs(args, inp: Path) -> list[tuple[Path, Path, Path, str]]:
+    "(image, mask, output, format) for every image of the run, with every check that needs no model."
+    if inp.is_dir():
+        if args.output is None: raise InputError("a folder input needs an output folder: -o OUT_DIR")
+        out_dir = Path(args.output)
+        masks = Path(args.masks) if args.masks else None
+        if masks is not None and not masks.is_dir(): raise MissingFileError(f"mask folder not found: {masks}")
+        if out_dir.resolve() == inp.resolve(): raise InputError(f"-o {out_dir} is the input folder: the outputs would become inputs of the next run; choose another folder")
+        if masks is not None and out_dir.resolve() == masks.resolve(): raise InputError(f"-o {out_dir} is the mask folder: outputs would overwrite masks; choose another folder")
+        if out_dir.exists() and not out_dir.is_dir(): raise InputError(f"-o {out_dir} is a file; a folder input needs an output folder")
+        pairs, orphans = find_pairs(inp, masks, args.mask_suffix)
+        for o in orphans: print(f"no mask for {o.name}: skipped", file=sys.stderr)
+        if not pairs:
+            where = f"in {masks}" if masks else f"beside them as NAME{args.mask_suffix}.png"
+            raise InputError(f"no image with a mask in {inp}: {len(orphans)} image(s) found, masks looked for {where}"
+                             if orphans else f"no images ({', '.join(IMAGE_EXTS)}) in {inp}")
+        names = output_names([i for i, _ in pairs])
+        jobs = [(i, m, out_dir / n, 'PNG') for (i, m), n in zip(pairs, names)]
+    else:
+        if args.mask is None: raise InputError("a single image needs its mask: --mask MASK")
+        mask = Path(args.mask)
+        if not mask.exists(): raise MissingFileError(f"mask file not found: {mask}")
+        if args.output is None: out = inp.with_name(inp.stem + '_erased.png')
+        elif Path(args.output).is_dir() or args.output.endswith(('/', '\\')): out = Path(args.output) / (inp.stem + '_erased.png')
+        else: out = Path(args.output)
+        jobs = [(inp, mask, out, output_format(out))]
+    inputs = {p.resolve() for i, m, _, _ in jobs for p in (i, m)}
+    for i, m, out, _ in jobs:
+        if out.resolve() in inputs:
+            raise InputError(f"-o {out} would overwrite an input ({'the mask' if out.resolve() == m.resolve() else 'an image'}); "
+                             "choose another output (this is refused even with --overwrite)")
+        if out.is_dir(): raise InputError(f"output {out} is a folder")
+    return jobs
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    print(f"erase-core: warning: {message}", file=sys.stderr)
 
 def remove(args) -> int:
     from tqdm.auto import tqdm
     inp = Path(args.input)
     if not inp.exists(): raise MissingFileError(f"input not found: {inp}")
-    if inp.is_dir():
-        if args.output is None: raise InputError("a folder input needs an output folder: -o OUT_DIR")
-        out_dir = Path(args.output); out_dir.mkdir(parents=True, exist_ok=True)
-        masks = Path(args.masks) if args.masks else None
-        if masks is not None and not masks.is_dir(): raise MissingFileError(f"mask folder not found: {masks}")
-        pairs, orphans = find_pairs(inp, masks, args.mask_suffix)
-        for o in orphans: print(f"no mask for {o.name}: skipped", file=sys.stderr)
-        jobs = [(i, m, out_dir / (i.stem + '.png')) for i, m in pairs]
-    else:
-        if args.mask is None: raise InputError("a single image needs its mask: --mask MASK")
-        out = Path(args.output) if args.output else inp.with_name(inp.stem + '_erased.png')
-        jobs = [(inp, Path(args.mask), out)]
+    if args.unet_weights and not Path(args.unet_weights).is_file(): raise MissingFileError(f"--unet-weights file not found: {args.unet_weights}")
+    device = check_device(args.device)
+    jobs = _jobs(args, inp)
     todo = [j for j in jobs if args.overwrite or not j[2].exists()]
     if len(todo) < len(jobs): print(f"{len(jobs) - len(todo)} output(s) exist already: skipped (--overwrite to redo)", file=sys.stderr)
     if not todo: return 0
-    pipe, recipe = _pipeline(args)
-    print(f"erasing {len(todo)} image(s) with {recipe} ({pipe.sampler_name}, {pipe.steps} steps) on {pipe.device}", file=sys.stderr)
-    failed = 0
-    for img, mask, out in tqdm(todo, desc='erasing', disable=len(todo) < 2):
-        try:
-            res, = pipe(img, mask, seed=args.seed, paste_back=not args.no_paste_back, resize_mask=args.resize_mask)
-        except EraseCoreError as e:
-            if len(jobs) == 1: raise
-            failed += 1; print(f"{img.name}: {e}", file=sys.stderr); continue
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name('.' + out.name + '.part.png')
-        res.save(tmp); tmp.replace(out)         # atomic: an interrupted write never leaves a half file that looks done
+    for d in sorted({j[2].parent for j in todo}): check_writable(d)
+    with warnings.catch_warnings():
+        warnings.simplefilter('always'); warnings.showwarning = _warning_line
+        pipe, recipe = _pipeline(args, device)
+        print(f"erasing {len(todo)} image(s) with {recipe} ({pipe.sampler_name}, {pipe.steps} steps) on {pipe.device}", file=sys.stderr)
+        failed = 0
+        for img, mask, out, fmt in tqdm(todo, desc='erasing', disable=len(todo) < 2):
+            try:
+                res, = pipe(img, mask, seed=args.seed, paste_back=not args.no_paste_back, resize_mask=args.resize_mask,
+                            allow_full_mask=args.allow_full_mask)
+            except EraseCoreError as e:
+                if len(jobs) == 1: raise
+                failed += 1; print(f"{img.name}: {e}", file=sys.stderr); continue
+            try: _save(res, out, fmt)
+            except OSError as e: raise InputError(f"cannot write {out}: {e.strerror or e}") from None
     if failed: print(f"{failed} image(s) failed", file=sys.stderr)
     return 1 if failed else 0
 
-# %% ../nbs/90_cli.ipynb #a78df938
+# %% ../nbs/90_cli.ipynb #61ab17b6
 def flops(args) -> int:
     import pandas as pd
     from erase_core.metrics.compute import erasure_flops, paper_flops_table
     pd.set_option('display.width', 250); pd.set_option('display.max_columns', 30)
+    given = [f for f, v in (('--height', args.height), ('--width', args.width), ('--steps', args.steps), ('--guidance', args.guidance or None)) if v is not None]
+    if args.preset is None and given:
+        raise InputError(f"{'/'.join(given)} describe one erasure and need --preset NAME (tiny, toy, sd15-inpaint, sdxl-inpaint); "
+                         "without --preset the table lists the papers' models at their own sizes")
+    if args.csv:
+        csv = Path(args.csv)
+        if csv.is_dir(): raise InputError(f"--csv {csv} is a folder; name a file")
+        check_writable(csv.parent, '--csv')
     if args.preset is None:
         print("FLOPs per erasure (multiply-add = 2 FLOPs; counted with torch FlopCounterMode on the meta device; "
-              "scale: paper architectures, no weights needed)")
+              "scale: paper architectures, no weights needed; sizes are width x height)")
         tab = paper_flops_table()
     else:
-        tab = pd.DataFrame([erasure_flops(args.preset, args.height, args.width, args.steps, args.guidance)])
+        tab = pd.DataFrame([erasure_flops(args.preset, args.height or 512, args.width or 512, args.steps or 4, args.guidance)])
     print(tab.to_string(index=False) if args.preset is None else tab.iloc[0].to_string())
     if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True); tab.to_csv(args.csv, index=False)
+        try: tab.to_csv(args.csv, index=False)
+        except OSError as e: raise InputError(f"--csv {args.csv}: cannot write: {e.strerror or e}") from None
         print(f"written: {args.csv}", file=sys.stderr)
     return 0
 
@@ -101,7 +211,16 @@ def toy_vae(args) -> int:
                          device=args.device or 'cpu', max_minutes=args.max_minutes)
     print(f"toy VAE (scale: toy): held-out reconstruction PSNR {r['psnr_held_out']:.2f} dB after {r['steps']} steps, "
           f"{r['seconds']:.0f} s on {r['device']}")
+    _publish_default('vae', args.out, r['seconds'], args.seed, dict(psnr_held_out=r['psnr_held_out']))
     return 0
+
+def _publish_default(name: str, out, seconds: float, seed: int, extra: dict):
+    "Record a toy model written to its default place (`--out` not given) in the toy manifest."
+    if out is not None: return
+    import shlex
+    from erase_core.training.checkpoints import publish, toy_root
+    publish(name, toy_root() / name, command='erase-core ' + ' '.join(shlex.quote(a) for a in sys.argv[1:]), seed=seed,
+            wall_seconds=seconds, extra=extra)
 
 def toy_segmenter(args) -> int:
     from erase_core.models.segmenter import train_toy_segmenter
@@ -110,6 +229,7 @@ def toy_segmenter(args) -> int:
     h = r.get('heldout', r)
     print(f"toy segmenter (scale: toy, Mask2Former trained here): held-out PQ {h['pq']:.3f} "
           f"(things {h.get('pq_things', float('nan')):.3f}, stuff {h.get('pq_stuff', float('nan')):.3f})")
+    _publish_default('segmenter', args.out, r.get('seconds', r.get('train_seconds', 0.0)), args.seed, dict(pq_held_out=h['pq']))
     return 0
 
 def toy_data(args) -> int:
@@ -173,7 +293,91 @@ def _add_tour_parser(sub):
     p.add_argument('--no-clean', action='store_true', help='skip nbdev_clean afterwards')
     p.set_defaults(func=tour)
 
-# %% ../nbs/90_cli.ipynb #d963b06c
+# %% ../nbs/90_cli.ipynb #4fa68d60
+def _toy_default(name: str):
+    from erase_core.training.checkpoints import toy_checkpoint
+    return toy_checkpoint(name)
+
+def _parse_sets(pairs) -> dict:
+    import ast
+    out = {}
+    for kv in pairs or []:
+        if '=' not in kv: raise InputError(f"--set takes KEY=VALUE, got {kv!r}")
+        k, v = kv.split('=', 1)
+        try: out[k] = ast.literal_eval(v)
+        except (ValueError, SyntaxError): out[k] = v
+    return out
+
+def train(args) -> int:
+    import shlex, time
+    from erase_core.training.trainer import get_recipe
+    import erase_core.training.yoeo as yoeo                   # registers YOEO's recipes
+    over = _parse_sets(args.set)
+    for flag, key in (('no_ss', 'ss'), ('no_efc', 'efc'), ('no_d2', 'd2')):
+        if getattr(args, flag): over[key] = False
+    if args.no_d2: over.setdefault('ss_on_paired', True)      # SS on D1 alone must act on paired samples (see training.yoeo)
+    if args.seed is not None: over['seed'] = args.seed
+    r = get_recipe(args.recipe, args.scale, **over)
+    paths = dict(base=args.base, data=args.data, d2_data=args.d2_data, teacher=args.teacher, student=args.student, disc=args.disc,
+                 segmenter=args.segmenter, vae=args.vae, lpips_weights=args.lpips_weights)
+    if r.scale == 'toy':
+        if r.stage in ('distill', 'joint') and paths['teacher'] is None: paths['teacher'] = _toy_default('yoeo-teacher') / 'unet.safetensors'
+        if r.stage == 'joint' and paths['student'] is None:
+            d = _toy_default('yoeo-distill'); paths['student'], paths['disc'] = d / 'unet.safetensors', d / 'disc_head.safetensors'
+        if paths['vae'] is None: paths['vae'] = _toy_default('vae')
+        if r.stage == 'joint' and paths['segmenter'] is None: paths['segmenter'] = _toy_default('segmenter')
+    if args.publish and r.scale != 'toy': raise InputError("--publish records toy checkpoints only; use --scale toy")
+    command = 'erase-core ' + ' '.join(shlex.quote(a) for a in sys.argv[1:]) if args.command_line is None else args.command_line
+    t0 = time.perf_counter()
+    tr = yoeo.Trainer(yoeo.make_stage(r, **paths), args.out, device=args.device, progress=not args.quiet, command=command)
+    res = tr.fit(max_steps=args.max_steps, resume=args.resume)
+    wall = time.perf_counter() - t0
+    if not tr.is_main: return 0                                # one report from a multi-process run
+    print(f"{r.name} ({r.scale}): {res['steps']}/{r.steps} steps in {wall:.0f} s -> {args.out}" + ('' if res['finished'] else ' (stopped early; --resume continues)'))
+    if args.publish:
+        if not res['finished']: raise InputError("--publish needs a finished run (this one stopped early)")
+        from erase_core.training.checkpoints import publish
+        run = Path(args.out)                                   # the weights, plus the logs and recipe that made them
+        files = sorted(p for p in (run / 'final').iterdir() if p.is_file()) + [run / f for f in ('losses.jsonl', 'recipe.json', 'run.json')]
+        e = publish(args.publish, files, command=command, seed=r.seed, wall_seconds=_run_seconds(args.out),
+                    extra=dict(recipe=r.name, params={k: v for k, v in over.items()}))
+        print(f"published {args.publish}: {', '.join(e['files'])} ({e['bytes'] / 2**20:.1f} MB)")
+    return 0
+
+def _run_seconds(out) -> float:
+    "Training wall time of a run folder (the last logged step's clock, summed over resumed sessions)."
+    from erase_core.training.trainer import read_losses
+    rows, total, last = read_losses(out), 0.0, 0.0
+    for r in rows:
+        if r['seconds'] < last: total += last
+        last = r['seconds']
+    return total + last
+
+# %% ../nbs/90_cli.ipynb #b5d7e3c2
+def _add_train_parser(sub):
+    t = sub.add_parser('train', help='run a training stage (yoeo-teacher, yoeo-distill, yoeo-joint) at smoke, toy or paper scale')
+    t.add_argument('recipe', help='yoeo-teacher, yoeo-distill or yoeo-joint')
+    t.add_argument('--scale', default='smoke', choices=['smoke', 'toy', 'paper'])
+    t.add_argument('--out', required=True, help='run folder (recipe, logs, checkpoints, final weights)')
+    t.add_argument('--resume', action='store_true', help='continue the run in --out from its last checkpoint')
+    t.add_argument('--max-steps', type=int, default=None, help='stop this invocation at this step')
+    t.add_argument('--device', default=None, help='cpu, cuda ... (default: what accelerate picks)')
+    t.add_argument('--seed', type=int, default=None)
+    t.add_argument('--set', action='append', metavar='KEY=VALUE', help="change one recipe setting (e.g. --set steps=100 --set teacher_steps=20)")
+    for flag, what in (('--no-ss', 'sundry suppression'), ('--no-efc', 'entity feature consistency'), ('--no-d2', 'unpaired D2 data (D1 only)')):
+        t.add_argument(flag, action='store_true', help=f'joint stage without {what}')
+    for opt, what in (('--base', 'paper scale: local SD-1.5-inpainting folder'), ('--data', 'paper scale: folder of D1 training images'),
+                      ('--d2-data', 'paper scale: COCO instances JSON for D2'), ('--teacher', 'teacher UNet weights (.safetensors)'),
+                      ('--student', 'student UNet weights to start from'), ('--disc', 'discriminator head weights to start from'),
+                      ('--segmenter', 'entity segmenter folder'), ('--vae', 'autoencoder folder (toy: the trained toy VAE)'),
+                      ('--lpips-weights', "paper scale: LPIPS backbone's torchvision state dict")):
+        t.add_argument(opt, default=None, help=what)
+    t.add_argument('--publish', default=None, metavar='NAME', help='toy scale: record the final weights as checkpoints/toy/NAME')
+    t.add_argument('--command-line', default=None, help=argparse.SUPPRESS)
+    t.add_argument('--quiet', action='store_true', help='no progress bar')
+    t.set_defaults(func=train)
+
+# %% ../nbs/90_cli.ipynb #9869e74b
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog='erase-core', description='Few-step diffusion object erasure (YOEO, FlashClear).')
     sub = ap.add_subparsers(dest='command', required=True)
@@ -182,26 +386,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--mask', help='the mask of a single image (white = erase)')
     r.add_argument('--masks', help='folder of masks named like their images (default: IMAGE_mask.png beside each image)')
     r.add_argument('--mask-suffix', default='_mask', help='suffix of masks stored beside their images')
-    r.add_argument('-o', '--output', help='output file (single image) or folder')
+    r.add_argument('-o', '--output', help='output file (single image; format from its suffix) or folder (PNG outputs)')
     r.add_argument('--model', help='local diffusers folder with unet/, vae/, scheduler/')
     r.add_argument('--preset', default='sd15-inpaint', help='architecture preset: tiny, toy, sd15-inpaint, sdxl-inpaint')
     r.add_argument('--random-weights', action='store_true', help='use random weights (smoke test only)')
     r.add_argument('--unet-weights', help="a UNet state dict to load on top (e.g. YOEO's released student)")
+    r.add_argument('--lora', help="a LoRA adapter (folder or .safetensors, diffusers' layout) merged into the UNet")
     r.add_argument('--vae', help='a separate autoencoder folder (e.g. the trained toy VAE)')
     r.add_argument('--recipe', choices=['yoeo', 'yoeo-teacher', 'flashclear', 'flashclear-2', 'objectclear'])
     r.add_argument('--steps', type=int, help="sampling steps (default: the recipe's)")
     r.add_argument('--sampler', help="lcm, ddim, dpm, euler, ddpm (default: the recipe's)")
     r.add_argument('--seed', type=int, default=0)
-    r.add_argument('--device', default=None, help='cpu, cuda, cuda:1 ... (default: cuda if available)')
+    r.add_argument('--device', default=None, help='cpu, cuda, cuda:1, mps (default: cuda if available)')
     r.add_argument('--no-paste-back', action='store_true', help='keep the model output outside the mask too')
     r.add_argument('--resize-mask', action='store_true', help='resize masks whose size differs from their image')
-    r.add_argument('--overwrite', action='store_true', help='redo outputs that exist already')
+    r.add_argument('--overwrite', action='store_true', help='redo outputs that exist already (never an input or mask)')
+    r.add_argument('--allow-full-mask', action='store_true', help='allow a mask that covers the whole image (the model generates all of it)')
     r.set_defaults(func=remove)
     f = sub.add_parser('flops', help="parameters and FLOPs per erasure (default: the papers' models)")
     f.add_argument('--preset', default=None)
-    f.add_argument('--height', type=int, default=512)
-    f.add_argument('--width', type=int, default=512)
-    f.add_argument('--steps', type=int, default=4)
+    f.add_argument('--height', type=int, default=None, help='image height in pixels (with --preset; default 512)')
+    f.add_argument('--width', type=int, default=None, help='image width in pixels (with --preset; default 512)')
+    f.add_argument('--steps', type=int, default=None, help='sampling steps (with --preset; default 4)')
     f.add_argument('--guidance', action='store_true', help='classifier-free guidance (2 UNet calls per step)')
     f.add_argument('--csv', help='also write the table to this CSV file (e.g. results/compute_accounting.csv)')
     f.set_defaults(func=flops)
@@ -229,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=toy_data)
     x = sub.add_parser('fixtures', help='regenerate the small test fixtures under data/ (COCO, parquet, folder, demo masks)')
     x.set_defaults(func=fixtures)
+    _add_train_parser(sub)
     _add_reproduce_parser(sub)
     _add_tour_parser(sub)
     return ap
@@ -239,3 +446,6 @@ def main(argv=None) -> int:
     try: return args.func(args)
     except EraseCoreError as e:
         print(f"erase-core: error: {e}", file=sys.stderr); return 2
+
+# %% ../nbs/90_cli.ipynb #7098eeba
+if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())

@@ -106,3 +106,68 @@ def test_sdxl_path_matches_diffusers_sdxl_inpaint_pipeline(steps, guidance):
                strength=1.0, generator=torch.Generator().manual_seed(7), output_type='pt').images[0]
     got, = ours(img, mask, seed=7, output_type='pt')
     assert (got - want).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize('xl', [False, True])
+def test_one_condition_per_image_matches_diffusers(xl):
+    """Two images with two different conditions (an ObjectClear-style object token differs per image), against
+    diffusers' inpainting pipeline given the same two rows of prompt embeddings."""
+    from diffusers import StableDiffusionXLInpaintPipeline
+    comps = load_components('tiny-xl' if xl else 'tiny', 'random', seed=6)
+    g = torch.Generator().manual_seed(0)
+    pe = torch.randn(2, *comps.prompt_embeds.shape[1:], generator=g)
+    po = torch.randn(2, comps.pooled_embeds.shape[1], generator=g) if xl else None
+    sched = make_scheduler('ddim', comps.scheduler_config)
+    if xl:
+        ref = StableDiffusionXLInpaintPipeline(vae=comps.vae, text_encoder=None, text_encoder_2=None, tokenizer=None,
+                                               tokenizer_2=None, unet=comps.unet, scheduler=sched,
+                                               requires_aesthetics_score=False)
+        extra = dict(pooled_prompt_embeds=po, strength=1.0)
+    else:
+        ref = StableDiffusionInpaintPipeline(vae=comps.vae, text_encoder=None, tokenizer=None, unet=comps.unet,
+                                             scheduler=sched, safety_checker=None, feature_extractor=None,
+                                             requires_safety_checker=False)
+        extra = {}
+    ref.set_progress_bar_config(disable=True)
+    (i1, m1), (i2, m2) = _inputs(seed=1), _inputs(seed=2)
+    want = ref(prompt_embeds=pe, image=[i1, i2], mask_image=[m1, m2], height=32, width=32, num_inference_steps=3,
+               guidance_scale=1.0, generator=torch.Generator().manual_seed(9), output_type='pt', **extra).images
+    got = ErasePipeline(comps, 'ddim', 3)([i1, i2], [m1, m2], seed=9, output_type='pt', prompt_embeds=pe, pooled_embeds=po)
+    assert max((a - b).abs().max() for a, b in zip(got, want)) < 1e-5
+    # the rows reach their own images: swapping them changes both outputs
+    swapped = ErasePipeline(comps, 'ddim', 3)([i1, i2], [m1, m2], seed=9, output_type='pt', prompt_embeds=pe.flip(0),
+                                              pooled_embeds=None if po is None else po.flip(0))
+    assert all((a - b).abs().max() > 1e-3 for a, b in zip(got, swapped))
+
+
+def test_callback_and_step_context():
+    from erase_core.sampling.pipeline import current_step
+    pipe = ErasePipeline(load_components('tiny'), 'ddim', 3)
+    seen, in_attn = [], []
+
+    class Spy:   # an attention processor that reads the step it runs in
+        def __init__(self, inner): self.inner = inner
+        def __call__(self, attn, hidden_states, *a, **k):
+            in_attn.append(current_step().step_index)
+            return self.inner(attn, hidden_states, *a, **k)
+    procs = pipe.unet.attn_processors
+    n = len(procs)
+    pipe.unet.set_attn_processor({k: Spy(v) for k, v in procs.items()})
+    img, mask = _inputs()
+    pipe(img, mask, callback_on_step_end=lambda p, i, t, s: seen.append((i, int(t), p.context.is_last)))
+    pipe.unet.set_attn_processor(dict(procs))
+    assert [(i, last) for i, _, last in seen] == [(0, False), (1, False), (2, True)]
+    assert [t for _, t, _ in seen] == pipe.scheduler.timesteps.tolist()
+    assert sorted(set(in_attn)) == [0, 1, 2] and len(in_attn) == 3 * n
+    assert pipe.step_index == -1 and current_step() is None
+    with pytest.raises(InputError, match='not a SamplingState field'):
+        pipe(img, mask, callback_on_step_end=lambda p, i, t, s: {'latent': s.latents})
+
+
+def test_bad_conditions_give_clear_errors():
+    pipe = ErasePipeline(load_components('tiny'), 'lcm', 2)
+    img, mask = _inputs()
+    with pytest.raises(InputError, match='3 rows for 2 images'):
+        pipe([img, img], [mask, mask], prompt_embeds=torch.zeros(3, 8, 32))
+    with pytest.raises(InputError, match='cross_attention_dim'):
+        pipe(img, mask, prompt_embeds=torch.zeros(1, 8, 31))

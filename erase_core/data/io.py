@@ -11,9 +11,10 @@ from PIL import Image, UnidentifiedImageError
 from ..core import InputError, MissingFileError
 
 # %% auto #0
-__all__ = ['ImageSource', 'load_image', 'load_mask', 'image_to_tensor', 'mask_to_tensor', 'tensor_to_image']
+__all__ = ['ImageSource', 'FLOAT_TOLERANCE', 'check_float_range', 'load_image', 'load_mask', 'image_to_tensor', 'mask_to_tensor',
+           'tensor_to_image']
 
-# %% ../../nbs/01_data.io.ipynb #b845ca25
+# %% ../../nbs/01_data.io.ipynb #19036211
 ImageSource = 'str | Path | Image.Image | np.ndarray'
 
 def _open(src, what: str) -> Image.Image:
@@ -29,14 +30,27 @@ def _open(src, what: str) -> Image.Image:
             raise InputError(f"cannot read {what} file {p}: {e}") from None
     raise InputError(f"{what} must be a path, a PIL image or a numpy array, got {type(src).__name__}")
 
+FLOAT_TOLERANCE = 1e-3      # float images may overshoot [0, 1] by this much (rounding); more is an error
+
+def check_float_range(a, what: str):
+    "Refuse NaN/inf, and float values outside [0, 1] (beyond `FLOAT_TOLERANCE`), with a message that says what to do."
+    a = np.asarray(a)
+    if not np.isfinite(a).all(): raise InputError(f"{what} contains NaN or infinite values")
+    lo, hi = float(a.min(initial=0)), float(a.max(initial=0))
+    if lo < -FLOAT_TOLERANCE or hi > 1 + FLOAT_TOLERANCE:
+        hint = '; it looks like 0..255: divide by 255 or pass uint8' if hi <= 255 and lo >= 0 else ''
+        raise InputError(f"{what} float values must lie in [0, 1], got [{lo:g}, {hi:g}]{hint}")
+
 def _from_array(a: np.ndarray, what: str) -> Image.Image:
     if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4): a = a.transpose(1, 2, 0)  # CHW -> HWC
     if a.ndim == 3 and a.shape[-1] == 1: a = a[..., 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
         raise InputError(f"{what} array must be HxW, HxWx3 or HxWx4, got shape {a.shape}")
     if a.dtype == bool: a = a.astype(np.uint8) * 255
-    elif np.issubdtype(a.dtype, np.floating): a = (np.clip(np.nan_to_num(a), 0, 1) * 255).round().astype(np.uint8)
-    elif a.dtype == np.uint16: a = (a >> 8).astype(np.uint8)
+    elif np.issubdtype(a.dtype, np.floating):
+        check_float_range(a, what)
+        a = (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
+    elif a.dtype == np.uint16: a = (a.astype(np.float64) / 65535 * 255).round().astype(np.uint8)
     elif a.dtype != np.uint8:
         if a.min() < 0 or a.max() > 255: raise InputError(f"{what} integer array has values outside 0..255")
         a = a.astype(np.uint8)
@@ -46,31 +60,56 @@ def load_image(src, alpha: str = 'white') -> Image.Image:
     "Read `src` (path, PIL image or array) as an RGB PIL image; `alpha` is 'white' (composite) or 'drop'."
     if alpha not in ('white', 'drop'): raise InputError(f"alpha must be 'white' or 'drop', got {alpha!r}")
     im = _open(src, 'image')
-    if im.mode in ('I;16', 'I;16B', 'I', 'F'): im = _from_array(np.asarray(im).astype(np.float32) / max(float(np.asarray(im).max()), 1.0), 'image')
+    if im.mode.startswith('I;16'): im = _from_array(np.asarray(im).astype(np.uint16), 'image')     # 16-bit: / 65535
+    elif im.mode == 'I':
+        a = np.asarray(im)
+        if a.min() < 0 or a.max() > 65535: raise InputError(f"32-bit integer image has values outside 0..65535: cannot tell its range")
+        im = _from_array(a.astype(np.uint16), 'image')
+    elif im.mode == 'F': im = _from_array(np.asarray(im), 'image')
     if im.mode == 'P': im = im.convert('RGBA')
     if im.mode in ('RGBA', 'LA') and alpha == 'white':
         im = im.convert('RGBA'); bg = Image.new('RGBA', im.size, (255, 255, 255, 255))
         return Image.alpha_composite(bg, im).convert('RGB')
     return im.convert('RGB')
 
-# %% ../../nbs/01_data.io.ipynb #a5506f94
-def load_mask(src, threshold: float = 0.5) -> np.ndarray:
-    "Read `src` as a boolean HxW array: True where the value exceeds `threshold` of the full range."
-    if not 0 <= threshold < 1: raise InputError(f"mask threshold must be in [0, 1), got {threshold}")
-    if isinstance(src, torch.Tensor): src = src.detach().cpu().float().squeeze().numpy()
-    if isinstance(src, np.ndarray) and src.dtype == bool:
-        if src.ndim != 2: raise InputError(f"mask array must be HxW, got shape {src.shape}")
-        return src.copy()
-    im = _open(src, 'mask')
-    if im.mode == 'P': im = im.convert('RGBA')
-    if im.mode in ('RGBA', 'LA'):
-        a = np.asarray(im)
+# %% ../../nbs/01_data.io.ipynb #3533a5f4
+def _mask_values(a: np.ndarray) -> tuple[np.ndarray, float]:
+    "A mask array (HxW, or HxWxC colour / colour+alpha) as (HxW values, full range)."
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4): a = a.transpose(1, 2, 0)   # CHW -> HWC
+    if a.ndim == 3 and a.shape[-1] == 1: a = a[..., 0]
+    if a.ndim == 3 and a.shape[-1] in (2, 4):                      # colour + alpha: alpha when the colour is constant
         colour = a[..., :-1]
-        if colour.min() == colour.max(): return a[..., -1] > threshold * 255
-    if im.mode in ('I;16', 'I;16B', 'I', 'F'):
-        a = np.asarray(im).astype(np.float64); hi = 65535.0 if im.mode.startswith('I;16') else max(a.max(), 1.0)
-        return a > threshold * hi
-    return np.asarray(im.convert('L')) > threshold * 255
+        a = a[..., -1] if colour.min() == colour.max() else colour.max(-1)
+    elif a.ndim == 3 and a.shape[-1] == 3: a = a.max(-1)
+    if a.ndim != 2: raise InputError(f"mask must be HxW, HxWx3 or HxWx4, got shape {a.shape}")
+    if a.dtype == bool: return a, 1.0
+    if np.issubdtype(a.dtype, np.floating):
+        check_float_range(a, 'mask')
+        return a, 1.0
+    if a.size and a.min() >= 0 and a.max() <= 1: return a, 1.0     # integer {0, 1}: a label mask
+    if a.dtype == np.uint16 or a.max(initial=0) > 255: return a, 65535.0
+    return a, 255.0
+
+def load_mask(src, threshold: float = 0.5) -> np.ndarray:
+    "Read `src` as a boolean HxW array: True where the value exceeds `threshold` of the full range (see above)."
+    if not 0 <= threshold < 1: raise InputError(f"mask threshold must be in [0, 1), got {threshold}")
+    if isinstance(src, torch.Tensor):
+        src = src.detach().cpu()
+        while src.ndim > 2 and src.shape[0] == 1: src = src[0]
+        src = src.float().numpy() if src.dtype in (torch.float16, torch.bfloat16) else src.numpy()
+    if isinstance(src, np.ndarray):
+        if src.dtype.kind not in 'biuf': raise InputError(f"mask array must hold numbers or booleans, got dtype {src.dtype}")
+        if np.issubdtype(src.dtype, np.signedinteger) and src.size and src.min() < 0: raise InputError("mask integer array has negative values")
+        a = src
+    else:
+        im = _open(src, 'mask')
+        if im.mode == 'P': im = im.convert('RGBA')
+        if im.mode == 'CMYK': im = im.convert('RGB')
+        a = np.asarray(im)
+        if im.mode == 'I' and a.size and (a.min() < 0 or a.max() > 65535):
+            raise InputError("32-bit integer mask has values outside 0..65535: cannot tell its range")
+    v, full = _mask_values(a)
+    return np.asarray(v > threshold * full, dtype=bool)
 
 # %% ../../nbs/01_data.io.ipynb #1e20c42b
 def image_to_tensor(img) -> torch.Tensor:

@@ -10,11 +10,14 @@ import torch.nn.functional as F
 from ..core import InputError
 
 # %% auto #0
-__all__ = ['object_probability', 'resize_hole', 'intersection_over_self', 'SundrySelection', 'select_sundries',
-           'SundrySuppression', 'sundry_suppression_loss', 'sundry_region', 'entities_from_predictions',
-           'entity_masks_from_map', 'entity_feature_consistency_loss', 'erasure_losses', 'grad_scale', 'cap_gradient']
+__all__ = ['OBJECT_PROB_MODES', 'EFC_WEIGHTINGS', 'object_probability', 'resize_hole', 'intersection_over_self',
+           'SundrySelection', 'select_sundries', 'SundrySuppression', 'sundry_suppression_loss', 'sundry_region',
+           'entities_from_predictions', 'entity_masks_from_map', 'entity_masks_at', 'entities_with_teacher',
+           'entity_feature_consistency_loss', 'erasure_losses', 'grad_scale', 'cap_gradient']
 
-# %% ../../nbs/30_losses.erasure.ipynb #a953643f
+# %% ../../nbs/30_losses.erasure.ipynb #c40fc071
+OBJECT_PROB_MODES = ('any', 'first')
+
 def _check_logits(class_logits: torch.Tensor, mask_logits: torch.Tensor):
     if class_logits.ndim != 3 or class_logits.shape[-1] < 2:
         raise InputError(f"class_logits must be (B, Q, K+1) with K >= 1 object classes and no-object last, got {tuple(class_logits.shape)}")
@@ -27,9 +30,13 @@ def _check_hole(hole: torch.Tensor, batch: int, name: str = 'hole') -> torch.Ten
         raise InputError(f"{name} must be ({batch}, 1, H, W) with 1 = erased region, got {tuple(hole.shape)}")
     return hole.float()
 
-def object_probability(class_logits: torch.Tensor) -> torch.Tensor:
-    "Probability that each query is an object: `1 - softmax(class_logits)[..., -1]` (no-object is last). (B, Q)"
-    return 1 - class_logits.float().softmax(-1)[..., -1]
+def object_probability(class_logits: torch.Tensor, mode: str = 'any') -> torch.Tensor:
+    """Probability that each query is an object, (B, Q). `mode='any'` (ours): `1 - softmax[..., -1]` (no-object
+    is last); `mode='first'` (the official YOEO code): `softmax[..., 0]`. Equal when there is one object class."""
+    p = class_logits.float().softmax(-1)
+    if mode == 'any': return 1 - p[..., -1]
+    if mode == 'first': return p[..., 0]
+    raise InputError(f"object_prob must be one of {OBJECT_PROB_MODES}, got {mode!r}")
 
 def resize_hole(hole: torch.Tensor, size: tuple[int, int], mode: str = 'nearest-exact') -> torch.Tensor:
     "Resize a (B, 1, H, W) hole to `size`; `mode='nearest-exact'` as the official code, or `'area'` for fractional cover."
@@ -37,7 +44,7 @@ def resize_hole(hole: torch.Tensor, size: tuple[int, int], mode: str = 'nearest-
     if mode == 'area': return F.adaptive_avg_pool2d(hole.float(), size)
     return F.interpolate(hole.float(), size=size, mode=mode)
 
-# %% ../../nbs/30_losses.erasure.ipynb #0be7edd8
+# %% ../../nbs/30_losses.erasure.ipynb #f4134eff
 @torch.no_grad()
 def intersection_over_self(mask_logits: torch.Tensor, hole: torch.Tensor, eps: float = 1e-4,
                            hole_resize: str = 'nearest-exact') -> torch.Tensor:
@@ -52,40 +59,40 @@ class SundrySelection:
     "Which queries are sundries, and the quantities the rule looked at."
     selected: torch.Tensor       # (B, Q) bool: IoS > ios_threshold and object prob > prob_threshold
     ios: torch.Tensor            # (B, Q) soft IoS with the hole
-    object_prob: torch.Tensor    # (B, Q) 1 - p(no-object)
+    object_prob: torch.Tensor    # (B, Q) object probability (see `object_probability`)
     inside: torch.Tensor         # (B, Q) bool: IoS > ios_threshold alone (used to clean entities for L_EFC)
 
 @torch.no_grad()
 def select_sundries(class_logits: torch.Tensor, mask_logits: torch.Tensor, hole: torch.Tensor,
                     ios_threshold: float = 0.9, prob_threshold: float = 0.2,
-                    hole_resize: str = 'nearest-exact') -> SundrySelection:
+                    hole_resize: str = 'nearest-exact', object_prob: str = 'any') -> SundrySelection:
     "YOEO's rule: query i is a sundry when IoS(m_i, hole) > `ios_threshold` and its object probability > `prob_threshold`."
     _check_logits(class_logits, mask_logits)
     ios = intersection_over_self(mask_logits, hole, hole_resize=hole_resize)
-    prob = object_probability(class_logits)
+    prob = object_probability(class_logits, object_prob)
     inside = ios > ios_threshold
     return SundrySelection(inside & (prob > prob_threshold), ios, prob, inside)
 
-# %% ../../nbs/30_losses.erasure.ipynb #55814772
+# %% ../../nbs/30_losses.erasure.ipynb #1383f82d
 @dataclass
 class SundrySuppression:
-    "L_SS and its parts. `loss` = `mask` + `prob` (a switched-off term is 0)."
+    "L_SS and its parts (already multiplied by `scale / B`). `loss` = `mask` + `prob` (a switched-off term is 0)."
     loss: torch.Tensor
     mask: torch.Tensor
     prob: torch.Tensor
     selection: SundrySelection
 
 def sundry_suppression_loss(class_logits: torch.Tensor, mask_logits: torch.Tensor, hole: torch.Tensor, *,
-                            mask_term: bool = True, prob_term: bool = True,
+                            scale: float, mask_term: bool = True, prob_term: bool = True,
                             ios_threshold: float = 0.9, prob_threshold: float = 0.2,
                             selection: SundrySelection | None = None,
-                            hole_resize: str = 'nearest-exact') -> SundrySuppression:
-    "YOEO's sundry suppression loss on the segmenter outputs of the erased images (see the text above)."
+                            hole_resize: str = 'nearest-exact', object_prob: str = 'any') -> SundrySuppression:
+    "YOEO's sundry suppression loss on the segmenter outputs of the erased images, times `scale / B` (see above)."
     _check_logits(class_logits, mask_logits)
     B, Q, h, w = mask_logits.shape
     hole_r = resize_hole(_check_hole(hole, B), (h, w), hole_resize)
     if selection is None:
-        selection = select_sundries(class_logits, mask_logits, hole_r, ios_threshold, prob_threshold)
+        selection = select_sundries(class_logits, mask_logits, hole_r, ios_threshold, prob_threshold, object_prob=object_prob)
     sel = selection.selected
     if sel.shape != (B, Q): raise InputError(f"selection.selected must be {(B, Q)}, got {tuple(sel.shape)}")
     zero = mask_logits.sum() * 0                              # keeps the graph (and the device, dtype)
@@ -95,45 +102,60 @@ def sundry_suppression_loss(class_logits: torch.Tensor, mask_logits: torch.Tenso
         m = mask_logits[sel].float()                          # (N, h, w)
         if mask_term:
             bce = F.binary_cross_entropy_with_logits(m, torch.zeros_like(m), reduction='none')
-            mask_loss = (bce * hole_r[b_idx, 0]).sum((-2, -1)).div(h * w).sum() / B
+            mask_loss = (bce * hole_r[b_idx, 0]).sum((-2, -1)).div(h * w).sum() * (scale / B)
         if prob_term:
             logits = class_logits[sel].float()                # (N, K+1)
             target = torch.full((logits.shape[0],), logits.shape[-1] - 1, dtype=torch.long, device=logits.device)
             ce = F.cross_entropy(logits, target, reduction='none')
             area = (m.detach() > 0).float().sum((-2, -1)) / (h * w)
-            prob_loss = (ce * area).sum() / B
+            prob_loss = (ce * area).sum() * (scale / B)
     return SundrySuppression(mask_loss + prob_loss, mask_loss, prob_loss, selection)
 
-# %% ../../nbs/30_losses.erasure.ipynb #6fb45e9f
+# %% ../../nbs/30_losses.erasure.ipynb #833a1721
 @torch.no_grad()
-def sundry_region(mask_logits: torch.Tensor, selected: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
-    "Union of the selected queries' masks (logit > 0) per image, (B, 1, H, W) float, bilinearly resized to `size`."
-    if selected.shape != mask_logits.shape[:2]: raise InputError(f"selected must be {tuple(mask_logits.shape[:2])}, got {tuple(selected.shape)}")
-    m = torch.where(selected[..., None, None], mask_logits.float(), torch.full_like(mask_logits.float(), -1e4)).amax(1, keepdim=True)
-    if size is not None and tuple(size) != tuple(m.shape[-2:]): m = F.interpolate(m, size=tuple(size), mode='bilinear', align_corners=False)
-    return (m > 0).float()
+def sundry_region(seg_out, hole: torch.Tensor, size: tuple[int, int] | None = None, *,
+                  ios_threshold: float = 0.85, prob_threshold: float = 0.2, pixel_threshold: float = 0.1,
+                  object_prob: str = 'any', hole_resize: str = 'nearest-exact',
+                  selected: torch.Tensor | None = None) -> torch.Tensor:
+    """Pixels of the sundries in one segmenter pass (`seg_out`: `class_logits`, `mask_logits`), (B, 1, H, W) float
+    in {0, 1} at `size` (default: the hole's size). Official rule: IoS > 0.85, object prob > 0.2, then the max
+    of their mask logits, bilinear resize, sigmoid > 0.1. Pass `selected` (B, Q) to choose the queries yourself."""
+    cl, ml = seg_out.class_logits, seg_out.mask_logits
+    _check_logits(cl, ml)
+    hole = _check_hole(hole, ml.shape[0])
+    if selected is None:
+        selected = select_sundries(cl, ml, hole, ios_threshold, prob_threshold, hole_resize, object_prob).selected
+    if selected.shape != ml.shape[:2]: raise InputError(f"selected must be {tuple(ml.shape[:2])}, got {tuple(selected.shape)}")
+    m = ml.float().masked_fill(~selected.to(ml.device)[..., None, None], -torch.inf).amax(1, keepdim=True)
+    size = tuple(hole.shape[-2:]) if size is None else tuple(size)
+    m = F.interpolate(m, size=size, mode='bilinear', align_corners=False)
+    return (m.sigmoid() > pixel_threshold).float()
 
-# %% ../../nbs/30_losses.erasure.ipynb #d2f2fa6b
+# %% ../../nbs/30_losses.erasure.ipynb #e9a55652
 @torch.no_grad()
 def entities_from_predictions(class_logits: torch.Tensor, mask_logits: torch.Tensor, hole: torch.Tensor, *,
                               prob_threshold: float = 0.2, ios_threshold: float = 0.9,
                               remove_sundry_pixels: bool = True, sundry_pixel_threshold: float = 0.2,
+                              as_logits: bool = True, object_prob: str = 'any',
                               hole_resize: str = 'nearest-exact') -> list[torch.Tensor]:
-    """Entity masks (one bool (N_b, h, w) tensor per image, at the mask-logit resolution) for L_EFC.
-    Kept: queries with object probability > `prob_threshold` whose IoS with the hole is not above
-    `ios_threshold` (so sundries are dropped). With `remove_sundry_pixels` the pixels where a dropped
-    sundry's σ(m) > `sundry_pixel_threshold` are also taken out of every kept entity (official code)."""
+    """Entities for L_EFC, one (N_b, h, w) tensor per image at the mask-logit resolution.
+    Kept: queries with object probability > `prob_threshold` whose IoS with the hole is not above `ios_threshold`.
+    With `remove_sundry_pixels`, where a dropped sundry's σ(m) > `sundry_pixel_threshold` the kept entities are cut:
+    `as_logits=True` (official) returns float logits set to -inf there; `as_logits=False` returns bool masks (logit > 0)."""
     _check_logits(class_logits, mask_logits)
-    sel = select_sundries(class_logits, mask_logits, hole, ios_threshold, prob_threshold, hole_resize)
+    sel = select_sundries(class_logits, mask_logits, hole, ios_threshold, prob_threshold, hole_resize, object_prob)
     confident = sel.object_prob > prob_threshold
     out = []
     for b in range(mask_logits.shape[0]):
         m = mask_logits[b].float()
-        keep = confident[b] & ~sel.inside[b]
-        ent = m[keep] > 0
+        ent = m[confident[b] & ~sel.inside[b]].clone()
         sundry = confident[b] & sel.inside[b]
-        if remove_sundry_pixels and sundry.any():
-            ent = ent & ~(m[sundry].max(0).values.sigmoid() > sundry_pixel_threshold)
+        cut = m[sundry].amax(0).sigmoid() > sundry_pixel_threshold if remove_sundry_pixels and sundry.any() else None
+        if as_logits:
+            if cut is not None: ent[:, cut] = -torch.inf
+        else:
+            ent = ent > 0
+            if cut is not None: ent = ent & ~cut
         out.append(ent)
     return out
 
@@ -147,59 +169,112 @@ def entity_masks_from_map(entities: torch.Tensor) -> list[torch.Tensor]:
         out.append(e[None] == ids[:, None, None])
     return out
 
-# %% ../../nbs/30_losses.erasure.ipynb #0aa1a4e8
-def _efc_one(feat: torch.Tensor, ents: torch.Tensor, hole: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
-    "L_EFC for one image: feat (C, h, w), ents bool (N, H, W), hole (1, H, W)."
-    if ents.shape[-2:] != hole.shape[-2:]:
-        ents = F.interpolate(ents[None].float(), size=hole.shape[-2:], mode='nearest-exact')[0] > 0.5
-    ents = ents.float()
+def entity_masks_at(ents: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bool (N, H, W) entity masks at `size`. Floating-point `ents` are logits: bilinear resize, then > 0 (official);
+    bool or integer `ents` are masks: nearest-exact resize."""
+    if ents.ndim != 3: raise InputError(f"entity masks must be (N, H, W), got {tuple(ents.shape)}")
+    size = tuple(size)
+    if ents.shape[0] == 0: return torch.zeros(0, *size, dtype=torch.bool, device=ents.device)
+    if ents.is_floating_point():
+        return F.interpolate(ents[None].float(), size=size, mode='bilinear', align_corners=False)[0] > 0
+    if tuple(ents.shape[-2:]) == size: return ents != 0
+    return F.interpolate((ents != 0)[None].float(), size=size, mode='nearest-exact')[0] > 0.5
+
+# %% ../../nbs/30_losses.erasure.ipynb #1550761b
+@torch.no_grad()
+def entities_with_teacher(entities: list[torch.Tensor], teacher_out, hole: torch.Tensor, *,
+                          ios_threshold: float = 0.85, prob_threshold: float = 0.2,
+                          sundry_pixel_threshold: float = 0.2, object_prob: str = 'any',
+                          hole_resize: str = 'nearest-exact') -> list[torch.Tensor]:
+    """Entities for L_EFC on paired samples (official): the student's `entities` restricted to the teacher's
+    sundries, plus the teacher's own entities; one bool (N_b, H, W) tensor per image at the hole's size."""
+    cl, ml = teacher_out.class_logits, teacher_out.mask_logits
+    _check_logits(cl, ml)
+    hole = _check_hole(hole, ml.shape[0])
+    if len(entities) != ml.shape[0]: raise InputError(f"entities must give one set per image ({ml.shape[0]}), got {len(entities)}")
+    size = tuple(hole.shape[-2:])
+    sel = select_sundries(cl, ml, hole, ios_threshold, prob_threshold, hole_resize, object_prob)
+    t_sundry = ml.float().masked_fill(~sel.selected[..., None, None], -torch.inf).amax(1, keepdim=True)
+    t_sundry = F.interpolate(t_sundry, size=size, mode='bilinear', align_corners=False) > 0      # (B, 1, H, W)
+    t_ents = entities_from_predictions(cl, ml, hole, prob_threshold=prob_threshold, ios_threshold=ios_threshold,
+                                       sundry_pixel_threshold=sundry_pixel_threshold, object_prob=object_prob,
+                                       hole_resize=hole_resize)
+    return [torch.cat([entity_masks_at(s.to(ml.device), size) & t_sundry[b], entity_masks_at(t, size)])
+            for b, (s, t) in enumerate(zip(entities, t_ents))]
+
+# %% ../../nbs/30_losses.erasure.ipynb #b8afa3e5
+EFC_WEIGHTINGS = ('cell', 'entity')
+
+def _efc_one(feat: torch.Tensor, ents: torch.Tensor, hole: torch.Tensor, weighting: str = 'cell', eps: float = 1e-4) -> torch.Tensor:
+    "L_EFC for one image: feat (C, h, w), ents (N, H', W') masks or logits, hole (1, H, W)."
+    ents = entity_masks_at(ents, hole.shape[-2:]).float()
     e_in, e_out = ents * hole, ents * (1 - hole)
     valid = (e_in.flatten(1) > 0).any(1) & (e_out.flatten(1) > 0).any(1)
     if not valid.any(): return feat.sum() * 0
     hw = feat.shape[-2:]
-    w_in = F.adaptive_avg_pool2d(e_in[valid][None], hw)[0]          # (N, h, w)
+    w_in = F.adaptive_avg_pool2d(e_in[valid][None], hw)[0]          # (N, h, w) fraction of each cell covered
     w_out = F.adaptive_avg_pool2d(e_out[valid][None], hw)[0]
     feat = feat.float()
     centroid = torch.einsum('chw,nhw->nc', feat.detach(), w_out) / w_out.sum((-2, -1))[:, None].clamp(min=eps)
     centroid = F.normalize(centroid, dim=1)
-    cos = torch.einsum('chw,nc->nhw', F.normalize(feat, dim=0), centroid)
-    per_entity = ((1 - cos) * w_in).sum((-2, -1)) / w_in.sum((-2, -1)).clamp(min=eps)
+    loss = 1 - torch.einsum('chw,nc->nhw', F.normalize(feat, dim=0), centroid)   # (N, h, w)
+    if weighting == 'cell':                                           # official: entities within a cell, then cells
+        cover = w_in.sum(0)
+        per_cell = (loss * w_in).sum(0) / cover.clamp(min=eps)
+        return per_cell.sum() / (cover / cover.clamp(min=eps)).sum().clamp(min=eps)
+    per_entity = (loss * w_in).sum((-2, -1)) / w_in.sum((-2, -1)).clamp(min=eps)
     return per_entity.mean()
 
 def entity_feature_consistency_loss(features: torch.Tensor, hole: torch.Tensor,
-                                    entities: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
-    """YOEO's L_EFC. `features` (B, C, h, w) per-pixel segmenter features; `hole` (B, 1, H, W);
-    `entities` a list of bool (N_b, H', W') masks per image, or an id map (B, H', W') with 0 = void."""
+                                    entities: list[torch.Tensor] | torch.Tensor, *,
+                                    weighting: str = 'cell', scale: float = 1.0) -> torch.Tensor:
+    """YOEO's L_EFC, mean over images, times `scale`. `features` (B, C, h, w) per-pixel segmenter features; `hole`
+    (B, 1, H, W); `entities` a list of (N_b, H', W') bool masks or float logits per image, or an id map (B, H', W')
+    with 0 = void. `weighting='cell'` (official) or `'entity'` (per entity, then over entities)."""
     if features.ndim != 4: raise InputError(f"features must be (B, C, h, w), got {tuple(features.shape)}")
+    if weighting not in EFC_WEIGHTINGS: raise InputError(f"weighting must be one of {EFC_WEIGHTINGS}, got {weighting!r}")
     B = features.shape[0]
     hole = _check_hole(hole, B)
     if isinstance(entities, torch.Tensor): entities = entity_masks_from_map(entities)
     if len(entities) != B: raise InputError(f"entities must give one set of masks per image ({B}), got {len(entities)}")
-    return torch.stack([_efc_one(features[b], entities[b].to(features.device), hole[b]) for b in range(B)]).mean()
+    per_image = [_efc_one(features[b], entities[b].to(features.device), hole[b].to(features.device), weighting) for b in range(B)]
+    return torch.stack(per_image).mean() * scale
 
-# %% ../../nbs/30_losses.erasure.ipynb #cd65d3e3
-def erasure_losses(out, hole: torch.Tensor, entities=None, *, ss: bool = True, efc: bool = True,
+# %% ../../nbs/30_losses.erasure.ipynb #66d6564f
+def erasure_losses(out, hole: torch.Tensor, entities=None, *, scale: float, ss: bool = True, efc: bool = True,
+                   efc_scale: float = 1.0, weighting: str = 'cell', entity_masks: str = 'logits',
                    mask_term: bool = True, prob_term: bool = True, ios_threshold: float = 0.9, prob_threshold: float = 0.2,
-                   remove_sundry_pixels: bool = True) -> dict:
-    """L_SS and L_EFC from one `SegmenterOutput` (`class_logits`, `mask_logits`, `features`) of the erased images.
-    Returns a dict: `ss`, `ss_mask`, `ss_prob`, `efc` (each 0 when switched off) and `selection`."""
+                   object_prob: str = 'any', remove_sundry_pixels: bool = True,
+                   teacher_out=None, paired: torch.Tensor | None = None, teacher_ios_threshold: float = 0.85) -> dict:
+    """L_SS (times `scale / B`) and L_EFC (mean over images, times `efc_scale`) from one `SegmenterOutput`
+    (`class_logits`, `mask_logits`, `features`) of the erased images. `entity_masks='logits'` (official) or `'bool'`.
+    Returns a dict: `ss`, `ss_mask`, `ss_prob`, `efc` (each 0 when switched off), `selection` and `entities`."""
+    if entity_masks not in ('logits', 'bool'): raise InputError(f"entity_masks must be 'logits' or 'bool', got {entity_masks!r}")
     res = {}
-    sel = select_sundries(out.class_logits, out.mask_logits, hole, ios_threshold, prob_threshold)
+    sel = select_sundries(out.class_logits, out.mask_logits, hole, ios_threshold, prob_threshold, object_prob=object_prob)
     zero = out.mask_logits.sum() * 0
     if ss:
-        s = sundry_suppression_loss(out.class_logits, out.mask_logits, hole, mask_term=mask_term, prob_term=prob_term, selection=sel)
+        s = sundry_suppression_loss(out.class_logits, out.mask_logits, hole, scale=scale, mask_term=mask_term,
+                                    prob_term=prob_term, selection=sel)
         res.update(ss=s.loss, ss_mask=s.mask, ss_prob=s.prob)
     else: res.update(ss=zero, ss_mask=zero, ss_prob=zero)
     if efc:
         if entities is None:
             entities = entities_from_predictions(out.class_logits, out.mask_logits, hole, prob_threshold=prob_threshold,
-                                                 ios_threshold=ios_threshold, remove_sundry_pixels=remove_sundry_pixels)
-        res['efc'] = entity_feature_consistency_loss(out.features, hole, entities)
+                                                 ios_threshold=ios_threshold, remove_sundry_pixels=remove_sundry_pixels,
+                                                 as_logits=entity_masks == 'logits', object_prob=object_prob)
+        elif isinstance(entities, torch.Tensor): entities = entity_masks_from_map(entities)
+        if teacher_out is not None:
+            with_t = entities_with_teacher(entities, teacher_out, hole, ios_threshold=teacher_ios_threshold,
+                                           prob_threshold=prob_threshold, object_prob=object_prob)
+            use = [True] * len(entities) if paired is None else [bool(p) for p in paired]
+            entities = [t if u else e for e, t, u in zip(entities, with_t, use)]
+        res['efc'] = entity_feature_consistency_loss(out.features, hole, entities, weighting=weighting, scale=efc_scale)
     else: res['efc'] = out.features.sum() * 0
-    res['selection'] = sel
+    res['selection'], res['entities'] = sel, entities
     return res
 
-# %% ../../nbs/30_losses.erasure.ipynb #663c7649
+# %% ../../nbs/30_losses.erasure.ipynb #ec57c1df
 class _GradScale(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, scale):
@@ -221,7 +296,8 @@ def _grad_norm(loss, wrt) -> torch.Tensor:
 def cap_gradient(aux_loss: torch.Tensor, ref_loss: torch.Tensor, wrt, rescale: float = 2.0,
                  ref_norm: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
     """Return (`aux_loss` with its gradient capped at ‖∇ref_loss‖/`rescale` measured at `wrt`, the factor applied).
-    The value is unchanged. Pass `ref_norm` to reuse the reference norm across several auxiliary losses."""
+    The official code measures at `wrt=unet.conv_out.weight`. The value is unchanged. Pass `ref_norm` to reuse the
+    reference norm across several auxiliary losses."""
     if not aux_loss.requires_grad: return aux_loss, 1.0
     if rescale <= 0: raise InputError(f"rescale must be > 0, got {rescale}")
     if ref_norm is None: ref_norm = _grad_norm(ref_loss, wrt)

@@ -63,7 +63,7 @@ def vae_flops(preset: str, height: int, width: int) -> dict:
         dec = count_flops(vae.decode, torch.empty(1, p.vae['latent_channels'], h // f, w // f))[0]
     return dict(encode=enc, decode=dec)
 
-# %% ../../nbs/50_metrics.compute.ipynb #44e9d3d2
+# %% ../../nbs/50_metrics.compute.ipynb #78a788e6
 def erasure_flops(preset: str, height: int = 512, width: int = 512, steps: int = 4, guidance: bool = False) -> dict:
     "Parameters and FLOPs of one erasure: UNet calls (x2 with guidance), VAE encode and decode."
     if steps < 1: raise InputError(f"steps must be >= 1, got {steps}")
@@ -71,7 +71,8 @@ def erasure_flops(preset: str, height: int = 512, width: int = 512, steps: int =
     call = unet_call_flops(p.name, height, width)
     calls = steps * (2 if guidance else 1)
     v = vae_flops(p.name, height, width)
-    return dict(preset=p.name, height=height, width=width, padded='x'.join(map(str, padded_size(p, height, width))),
+    ph, pw = padded_size(p, height, width)
+    return dict(preset=p.name, height=height, width=width, padded=f'{pw}x{ph}',           # printed as width x height
                 steps=steps, guidance=guidance, unet_params=n_params(_meta_unet(p.name)), vae_params=n_params(_meta_vae(p.name)),
                 unet_call_T=call / 1e12, unet_calls=calls, denoise_T=calls * call / 1e12,
                 vae_encode_T=v['encode'] / 1e12, vae_decode_T=v['decode'] / 1e12,

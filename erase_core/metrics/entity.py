@@ -15,14 +15,26 @@ from ..core import InputError, MissingFileError, ModelLoadError
 from ..models.segmenter import entity_map, IMAGENET_MEAN, IMAGENET_STD, freeze
 
 # %% auto #0
-__all__ = ['QUIRKS', 'find_sundries', 'sundry_metrics', 'SundryMeter', 'DinoPatchFeatures', 'dedup_masks', 'cfd_component',
-           'SamMaskGenerator', 'EntityMaskGenerator', 'cfd', 'tiny_random_sam']
+__all__ = ['QUIRKS', 'SEGMENT_RESIZE', 'binary_hole', 'find_sundries', 'sundry_metrics', 'SundryMeter', 'DinoPatchFeatures',
+           'dedup_masks', 'ring_box', 'cfd_component', 'SamMaskGenerator', 'EntityMaskGenerator', 'cfd',
+           'tiny_random_sam']
 
-# %% ../../nbs/52_metrics.entity.ipynb #7fea7af4
-def find_sundries(entities, hole, ios_threshold: float = 0.95, min_hole_ratio: float = 0.005) -> list[dict]:
+# %% ../../nbs/52_metrics.entity.ipynb #f5d1f24a
+def binary_hole(hole, threshold: float = 0.5) -> np.ndarray:
+    """A hole as a bool (H, W) array: bool as is; uint8 / uint16 scaled to [0, 1] by 255 / 65535; other numbers as
+    they are; then `> threshold`. So a uint8 hole is cut at > 127 by default, and `threshold=0` keeps every non-zero pixel."""
+    h = np.asarray(hole.detach().cpu() if isinstance(hole, torch.Tensor) else hole)
+    if h.ndim == 3 and h.shape[0] == 1: h = h[0]
+    if h.ndim != 2: raise InputError(f"hole must be (H, W) or (1, H, W), got {h.shape}")
+    if h.dtype == bool: return h
+    if h.dtype == np.uint8: h = h / 255.
+    elif h.dtype == np.uint16: h = h / 65535.
+    return h > threshold
+
+def find_sundries(entities, hole, ios_threshold: float = 0.95, min_hole_ratio: float = 0.005,
+                  hole_threshold: float = 0.5) -> list[dict]:
     "The sundries of one image: entities with IoS > `ios_threshold` and hole ratio > `min_hole_ratio`."
-    e, h = np.asarray(entities), np.asarray(hole) > 0.5          # a soft hole is binarised at 0.5, as every mask here
-    if h.ndim == 3: h = h[0]
+    e, h = np.asarray(entities), binary_hole(hole, hole_threshold)
     if e.shape != h.shape: raise InputError(f"entity map is {e.shape} but hole is {h.shape}")
     hole_area = h.sum()
     if hole_area == 0: return []
@@ -35,20 +47,23 @@ def find_sundries(entities, hole, ios_threshold: float = 0.95, min_hole_ratio: f
         if ios > ios_threshold and ratio > min_hole_ratio: out.append(dict(id=i, ios=ios, hole_ratio=ratio, area=a))
     return out
 
-def sundry_metrics(entities, hole, ios_threshold: float = 0.95, min_hole_ratio: float = 0.005) -> dict:
-    "MSN (sundry count) and MARS (their summed hole ratio) of one image; NaN for an empty hole."
-    e, h = np.asarray(entities), np.asarray(hole) > 0.5
-    if h.ndim == 3: h = h[0]
+def sundry_metrics(entities, hole, ios_threshold: float = 0.95, min_hole_ratio: float = 0.005,
+                   hole_threshold: float = 0.5, empty: str = 'nan') -> dict:
+    "MSN (sundry count) and MARS (their summed hole ratio) of one image; an empty hole gives NaN (`empty='zero'`: 0)."
+    if empty not in ('nan', 'zero'): raise InputError(f"empty must be 'nan' or 'zero', got {empty!r}")
+    e, h = np.asarray(entities), binary_hole(hole, hole_threshold)
     if e.shape != h.shape: raise InputError(f"entity map is {e.shape} but hole is {h.shape}")
-    if not h.any(): return dict(msn=float('nan'), mars=float('nan'))
-    s = find_sundries(entities, hole, ios_threshold, min_hole_ratio)
+    if not h.any(): return dict(msn=float('nan'), mars=float('nan')) if empty == 'nan' else dict(msn=0.0, mars=0.0)
+    s = find_sundries(entities, h, ios_threshold, min_hole_ratio)
     return dict(msn=float(len(s)), mars=float(sum(d['hole_ratio'] for d in s)))
 
-# %% ../../nbs/52_metrics.entity.ipynb #16d070e8
+# %% ../../nbs/52_metrics.entity.ipynb #70d11bf1
 class SundryMeter:
     "MSN / MARS of output images, with entities from `segmenter` (or given entity maps)."
-    def __init__(self, segmenter: nn.Module | None = None, ios_threshold: float = 0.95, min_hole_ratio: float = 0.005, **entity_kwargs):
+    def __init__(self, segmenter: nn.Module | None = None, ios_threshold: float = 0.95, min_hole_ratio: float = 0.005,
+                 hole_threshold: float = 0.5, empty: str = 'nan', **entity_kwargs):
         self.segmenter, self.ios_threshold, self.min_hole_ratio, self.entity_kwargs = segmenter, ios_threshold, min_hole_ratio, entity_kwargs
+        self.hole_threshold, self.empty = hole_threshold, empty
         self.extractor = getattr(segmenter, 'name', type(segmenter).__name__) if segmenter is not None else 'given entities'
 
     @torch.no_grad()
@@ -64,8 +79,8 @@ class SundryMeter:
         if holes.ndim == 4: holes = holes[:, 0]
         if entities is None: entities = self.entities(images)
         if len(entities) != len(holes): raise InputError(f"{len(entities)} entity maps for {len(holes)} holes")
-        return [dict(sundry_metrics(e, h.cpu().numpy() > 0.5, self.ios_threshold, self.min_hole_ratio), extractor=self.extractor)
-                for e, h in zip(entities, holes)]
+        return [dict(sundry_metrics(e, h.cpu().numpy(), self.ios_threshold, self.min_hole_ratio, self.hole_threshold, self.empty),
+                     extractor=self.extractor) for e, h in zip(entities, holes)]
 
 # %% ../../nbs/52_metrics.entity.ipynb #23b7a267
 QUIRKS = ('cls_offset', 'center_crop', 'int_index')
@@ -117,12 +132,14 @@ class DinoPatchFeatures(nn.Module):
         h = self.model(pixel_values=x).last_hidden_state[0].float()
         return F.normalize(h, dim=-1).cpu().numpy()
 
-# %% ../../nbs/52_metrics.entity.ipynb #0adf306b
+# %% ../../nbs/52_metrics.entity.ipynb #4d851746
 def _region_feature(image: Image.Image, mask, feats: DinoPatchFeatures, q: frozenset, mask_resample=Image.NEAREST) -> np.ndarray:
     S = feats.size
     image = image.resize((S, S), Image.BICUBIC)
     if 'int_index' in q and isinstance(mask, Image.Image) and mask.mode == 'L':
         m = np.asarray(mask.resize((S, S), mask_resample))
+    elif mask_resample == Image.BICUBIC:              # an 8-bit 0/255 mask resized bicubically, cut at > 127
+        m = np.asarray(Image.fromarray(np.asarray(mask).astype(np.uint8) * 255).resize((S, S), Image.BICUBIC)) > 127
     else:
         m = np.asarray(Image.fromarray(np.asarray(mask).astype(bool)).resize((S, S), Image.NEAREST)).astype(bool)
     tok = feats.tokens(image, center_crop='center_crop' in q)
@@ -157,13 +174,23 @@ def _crop_white(mask: np.ndarray, image: np.ndarray):
 
 _ADJ = np.ones((13, 13), bool)   # three 5x5 dilations
 
-def cfd_component(image: np.ndarray, hole: np.ndarray, masks: list[np.ndarray], feats: DinoPatchFeatures, quirks=()) -> dict:
-    "CFD of one connected hole component: ring term + area-weighted segment term (see above)."
-    q = _quirks(quirks); pil = Image.fromarray(image); H, W = hole.shape
+SEGMENT_RESIZE = ('bicubic', 'nearest')
+
+def ring_box(hole: np.ndarray) -> np.ndarray:
+    "The box CFD's ring lives in: the hole's bounding box grown by a third, as PIL's inclusive rectangle draws it."
+    H, W = hole.shape
     ys, xs = np.nonzero(hole); y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     h, w = y1 - y0, x1 - x0
-    box = np.zeros_like(hole); box[max(0, y0 - h // 3):min(H, y1 + h // 3), max(0, x0 - w // 3):min(W, x1 + w // 3)] = True
-    ring = box & ~hole
+    box = np.zeros(hole.shape, bool)
+    box[max(0, y0 - h // 3):min(H, y1 + h // 3 + 1), max(0, x0 - w // 3):min(W, x1 + w // 3 + 1)] = True   # inclusive ends
+    return box
+
+def cfd_component(image: np.ndarray, hole: np.ndarray, masks: list[np.ndarray], feats: DinoPatchFeatures, quirks=(),
+                  segment_resize: str = 'bicubic') -> dict:
+    "CFD of one connected hole component: ring term + area-weighted segment term (see above)."
+    if segment_resize not in SEGMENT_RESIZE: raise InputError(f"segment_resize must be one of {SEGMENT_RESIZE}, got {segment_resize!r}")
+    q = _quirks(quirks); pil = Image.fromarray(image)
+    ring = ring_box(hole) & ~hole
     ring_term = _score(pil, hole, pil, ring, feats, q)
     inside = [m for m in masks if not (m & ~hole).any()]
     bound = [m & hole for m in masks if (m & ~hole).any() and (m & hole).any()]
@@ -174,11 +201,12 @@ def cfd_component(image: np.ndarray, hole: np.ndarray, masks: list[np.ndarray], 
         if not adj: continue
         bm = np.logical_or.reduce(adj)
         bi, bmask = _crop_white(bm, image); ci, cmask = _crop_white(cm, image)
+        r2 = Image.BICUBIC if segment_resize == 'bicubic' else Image.NEAREST
         if 'int_index' in q:
             m1, m2 = Image.fromarray(bmask).convert('L'), Image.fromarray(cmask).convert('L')
-            d = _score(Image.fromarray(bi), m1, Image.fromarray(ci), m2, feats, q, resample2=Image.BICUBIC)
+            d = _score(Image.fromarray(bi), m1, Image.fromarray(ci), m2, feats, q, resample2=r2)
         else:
-            d = _score(Image.fromarray(bi), bmask, Image.fromarray(ci), cmask, feats, q)
+            d = _score(Image.fromarray(bi), bmask, Image.fromarray(ci), cmask, feats, q, resample2=r2)
         seg_term += cm.sum() * d / total
     return dict(cfd=ring_term + seg_term, ring=ring_term, segments=seg_term, n_inside=len(inside))
 
@@ -217,16 +245,15 @@ class EntityMaskGenerator:
         ids = ids[0].numpy()
         return [ids == i for i in np.unique(ids) if i != 0]
 
-# %% ../../nbs/52_metrics.entity.ipynb #70e87f10
-def cfd(image, hole, features: DinoPatchFeatures, mask_generator=None, masks=None, quirks=(), connectivity: int = 8) -> dict:
-    """CFD of one output image (H, W, 3 uint8, or a (3, H, W) tensor in [0, 1]) for its `hole` (H, W).
+# %% ../../nbs/52_metrics.entity.ipynb #9e84e7d9
+def cfd(image, hole, features: DinoPatchFeatures, mask_generator=None, masks=None, quirks=(), connectivity: int = 8,
+        segment_resize: str = 'bicubic') -> dict:
+    """CFD of one output image (H, W, 3 uint8, or a (3, H, W) tensor in [0, 1]) for its `hole` (H, W; uint8 cut at > 127).
     Segments from `masks` if given, else from `mask_generator`, else none (ring term only, labelled so).
     Returns cfd, the per-term means, the number of components and an `extractor` label."""
     if isinstance(image, torch.Tensor):
         image = (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-    image = np.asarray(image); hole = np.asarray(hole)
-    if hole.ndim == 3: hole = hole[0]
-    hole = hole > 0.5 if hole.dtype != bool else hole
+    image = np.asarray(image); hole = binary_hole(hole)
     if image.ndim != 3 or image.shape[:2] != hole.shape: raise InputError(f"image {image.shape} and hole {hole.shape} must be (H, W, 3) and (H, W)")
     given = masks is not None                                    # given masks win over the generator, and the label says so
     if not given and mask_generator is not None: masks = mask_generator(image)
@@ -235,7 +262,7 @@ def cfd(image, hole, features: DinoPatchFeatures, mask_generator=None, masks=Non
     lab, n = ndimage.label(hole, structure=np.ones((3, 3)) if connectivity == 8 else None)
     if n == 0: return dict(cfd=float('nan'), ring=float('nan'), segments=float('nan'), n_components=0, extractor=label)
     masks = dedup_masks([] if masks is None else list(masks))
-    parts = [cfd_component(image, lab == i, masks, features, quirks) for i in range(1, n + 1)]
+    parts = [cfd_component(image, lab == i, masks, features, quirks, segment_resize) for i in range(1, n + 1)]
     mean = lambda k: float(np.mean([p[k] for p in parts]))
     return dict(cfd=mean('cfd'), ring=mean('ring'), segments=mean('segments'), n_components=n, extractor=label)
 

@@ -12,9 +12,9 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from ..core import InputError, MissingFileError, ModelLoadError
 
 # %% auto #0
-__all__ = ['PRESETS', 'Preset', 'get_preset', 'build_unet', 'build_vae', 'n_params', 'load_unet', 'load_vae',
-           'load_unet_state_dict', 'preset_embedding', 'encode_empty_prompt', 'EraserComponents', 'load_components',
-           'save_components']
+__all__ = ['PRESETS', 'LORA_TARGETS', 'LORA_WEIGHT_NAME', 'Preset', 'get_preset', 'build_unet', 'build_vae', 'n_params',
+           'load_unet', 'load_vae', 'load_unet_state_dict', 'preset_embedding', 'encode_prompt', 'encode_empty_prompt',
+           'EraserComponents', 'load_components', 'save_components', 'lora_rank', 'add_lora', 'save_lora', 'load_lora']
 
 # %% ../../nbs/10_models.presets.ipynb #acac82ec
 _SD_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear',
@@ -189,8 +189,8 @@ def preset_embedding(preset: str | Preset, kind: str = 'normal', seed: int = 0) 
     return emb, pooled
 
 @torch.no_grad()
-def encode_empty_prompt(root, sdxl: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    "The empty prompt's embedding from the text encoder(s) in a local diffusers folder."
+def encode_prompt(root, sdxl: bool, prompt: str = '') -> tuple[torch.Tensor, torch.Tensor | None]:
+    "`prompt`'s embedding (1,S,D) and pooled embedding (SDXL) from the text encoder(s) in a local diffusers folder."
     from transformers import CLIPTokenizer, CLIPTextModel, CLIPTextModelWithProjection
     root = Path(root)
     pairs = [('tokenizer', 'text_encoder')] + ([('tokenizer_2', 'text_encoder_2')] if sdxl else [])
@@ -202,12 +202,16 @@ def encode_empty_prompt(root, sdxl: bool) -> tuple[torch.Tensor, torch.Tensor | 
         cls = CLIPTextModelWithProjection if enc_dir == 'text_encoder_2' else CLIPTextModel
         enc = cls.from_pretrained(root / enc_dir, local_files_only=True).eval()
         n = min(tok.model_max_length, enc.config.max_position_embeddings)   # a tokenizer saved without a length says 1e30
-        ids = tok([''], padding='max_length', max_length=n, truncation=True, return_tensors='pt').input_ids
+        ids = tok([prompt], padding='max_length', max_length=n, truncation=True, return_tensors='pt').input_ids
         out = enc(ids, output_hidden_states=True)
         # SDXL conditions on the penultimate hidden state of both encoders; SD-1.5 on the last one.
         embs.append(out.hidden_states[-2] if sdxl else out.last_hidden_state)
         if enc_dir == 'text_encoder_2': pooled = out.text_embeds
     return torch.cat(embs, dim=-1), pooled
+
+def encode_empty_prompt(root, sdxl: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    "The empty prompt's embedding from the text encoder(s) in a local diffusers folder."
+    return encode_prompt(root, sdxl, '')
 
 # %% ../../nbs/10_models.presets.ipynb #626be948
 @dataclass
@@ -220,6 +224,8 @@ class EraserComponents:
     pooled_embeds: torch.Tensor | None
     preset: Preset
     source: str
+    lora: str | None = None          # the LoRA file loaded on top, if any
+    lora_fused: bool = False         # merged into the UNet's weights (True) or kept as an adapter
 
     @property
     def vae_scale_factor(self) -> int: return 2 ** (len(self.vae.config.block_out_channels) - 1)
@@ -235,7 +241,7 @@ class EraserComponents:
         return self
 
 def load_components(preset: str | Preset = 'tiny', source='random', seed: int = 0, unet_weights=None,
-                    vae=None, embedding: str = 'normal') -> EraserComponents:
+                    vae=None, embedding: str = 'normal', lora=None, fuse: bool = True, lora_scale: float = 1.0) -> EraserComponents:
     "UNet, VAE, scheduler config and fixed condition for `preset`, from `source` ('meta', 'random' or a folder)."
     p = get_preset(preset)
     if source in ('meta', 'random'):
@@ -258,10 +264,13 @@ def load_components(preset: str | Preset = 'tiny', source='random', seed: int = 
         src = str(root)
     if vae is not None: vae_m = load_vae(vae, subfolder=None)
     if unet_weights is not None: load_unet_state_dict(unet, unet_weights)
+    if lora is not None:
+        if source == 'meta': raise InputError("a LoRA cannot be loaded into a UNet on the meta device")
+        load_lora(unet, lora, fuse=fuse, scale=lora_scale)
     if vae_m.config.latent_channels != unet.config.out_channels:
         raise ModelLoadError(f"VAE has {vae_m.config.latent_channels} latent channels but the UNet predicts {unet.config.out_channels}")
     for m in (unet, vae_m): m.eval().requires_grad_(False)
-    return EraserComponents(unet, vae_m, sched, emb, pooled, p, src)
+    return EraserComponents(unet, vae_m, sched, emb, pooled, p, src, None if lora is None else str(lora), bool(lora is not None and fuse))
 
 # %% ../../nbs/10_models.presets.ipynb #33abdc42
 def save_components(c: EraserComponents, path) -> 'Path':
@@ -273,3 +282,90 @@ def save_components(c: EraserComponents, path) -> 'Path':
     torch.save(dict(prompt_embeds=c.prompt_embeds.cpu(), pooled_embeds=None if c.pooled_embeds is None else c.pooled_embeds.cpu(),
                     preset=c.preset.name), root / 'condition.pt')
     return root
+
+# %% ../../nbs/10_models.presets.ipynb #ca71614e
+LORA_TARGETS = ['to_q', 'to_k', 'to_v', 'to_out.0', 'ff.net.0.proj', 'ff.net.2', 'proj_in', 'proj_out',
+                'conv1', 'conv2', 'conv_shortcut', 'downsamplers.0.conv', 'upsamplers.0.conv']
+LORA_WEIGHT_NAME = 'pytorch_lora_weights.safetensors'   # diffusers' file name for LoRA weights
+
+def lora_rank(preset: str | Preset, paper_rank: int = 256) -> int:
+    "FlashClear's LoRA rank scaled to `preset`: `paper_rank` is 0.8 of SDXL's first block width (320)."
+    p = get_preset(preset)
+    return max(1, round(paper_rank * p.unet['block_out_channels'][0] / 320))
+
+def add_lora(unet: UNet2DConditionModel, rank: int, alpha: float | None = None, targets=None,
+             adapter_name: str = 'default', init_lora_weights: bool | str = True) -> UNet2DConditionModel:
+    "Attach a trainable LoRA adapter to `unet` (diffusers' `add_adapter`); only its weights require gradients."
+    from peft import LoraConfig
+    cfg = LoraConfig(r=rank, lora_alpha=rank if alpha is None else alpha, target_modules=list(targets or LORA_TARGETS),
+                     init_lora_weights=init_lora_weights)
+    unet.add_adapter(cfg, adapter_name=adapter_name)
+    return unet
+
+# %% ../../nbs/10_models.presets.ipynb #9d3138d2
+def save_lora(unet: UNet2DConditionModel, path, adapter_name: str = 'default') -> Path:
+    "Write `unet`'s LoRA adapter to the folder `path` in diffusers' pipeline layout (see above)."
+    from peft.utils import get_peft_model_state_dict
+    from diffusers import StableDiffusionPipeline
+    if adapter_name not in getattr(unet, 'peft_config', {}):
+        raise InputError(f"the UNet has no LoRA adapter named {adapter_name!r}")
+    sd = get_peft_model_state_dict(unet, adapter_name=adapter_name)
+    meta = unet.peft_config[adapter_name].to_dict()
+    root = Path(path)
+    StableDiffusionPipeline.save_lora_weights(root, unet_lora_layers=sd, unet_lora_adapter_metadata=meta, weight_name=LORA_WEIGHT_NAME)
+    return root / LORA_WEIGHT_NAME
+
+def _lora_file(path) -> Path:
+    p = Path(path)
+    if not p.exists(): raise MissingFileError(f"LoRA not found: {p}")
+    if p.is_dir():
+        if (p / LORA_WEIGHT_NAME).exists(): return p / LORA_WEIGHT_NAME
+        files = sorted(p.glob('*.safetensors'))
+        if len(files) != 1: raise ModelLoadError(f"{p}: expected {LORA_WEIGHT_NAME} (or a single *.safetensors file) in the folder, found {len(files)}")
+        return files[0]
+    return p
+
+def _read_lora(f: Path) -> tuple[dict, dict | None]:
+    from safetensors import safe_open
+    try:
+        with safe_open(str(f), framework='pt') as fh:
+            sd = {k: fh.get_tensor(k) for k in fh.keys()}
+            meta = fh.metadata() or {}
+    except Exception as e: raise ModelLoadError(f"{f}: not a readable safetensors LoRA file ({e})") from None
+    raw = meta.get('lora_adapter_metadata')
+    return sd, (json.loads(raw) if raw else None)
+
+# %% ../../nbs/10_models.presets.ipynb #e384da51
+def _check_lora_fits(unet, sd: dict, f: Path):
+    mods = dict(unet.named_modules())
+    bad = []
+    for k, v in sd.items():
+        if '.lora_A.' not in k and '.lora_B.' not in k: continue
+        name, part = k.split('.lora_A.')[0] if '.lora_A.' in k else k.split('.lora_B.')[0], 'A' if '.lora_A.' in k else 'B'
+        m = mods.get(name)
+        if m is None: bad.append(f"{name}: no such module"); continue
+        w = getattr(getattr(m, 'base_layer', m), 'weight', None)
+        if w is None: bad.append(f"{name}: has no weight"); continue
+        need, got = (w.shape[1], v.shape[1]) if part == 'A' else (w.shape[0], v.shape[0])
+        if need != got: bad.append(f"{name}.lora_{part}: {got} channels vs the UNet's {need}")
+    if bad: raise ModelLoadError(f"{f} does not fit this UNet ({len(bad)} problems): " + '; '.join(bad[:4]))
+
+def load_lora(unet: UNet2DConditionModel, path, fuse: bool = True, scale: float = 1.0, adapter_name: str = 'default') -> UNet2DConditionModel:
+    "Load a LoRA (file or folder, see `save_lora`) into `unet`; `fuse=True` merges it into the weights."
+    f = _lora_file(path)
+    sd, meta = _read_lora(f)
+    prefix = 'unet' if any(k.startswith('unet.') for k in sd) else None
+    if prefix:
+        sd = {k[5:]: v for k, v in sd.items() if k.startswith('unet.')}
+        meta = {k[5:]: v for k, v in meta.items() if k.startswith('unet.')} if meta else None
+    if not any(('lora' in k.lower()) for k in sd):
+        raise ModelLoadError(f"{f}: holds no LoRA weights ({len(sd)} tensors, none named lora_A/lora_B/lora_down); is it a full state dict?")
+    if any('.lora_A.' in k for k in sd): _check_lora_fits(unet, sd, f)
+    if adapter_name in getattr(unet, 'peft_config', {}): raise InputError(f"the UNet already has an adapter named {adapter_name!r}")
+    try: unet.load_lora_adapter(sd, prefix=None, adapter_name=adapter_name, metadata=meta or None)
+    except Exception as e: raise ModelLoadError(f"{f}: could not load the LoRA into the UNet: {e}") from None
+    if fuse:
+        unet.fuse_lora(lora_scale=scale, adapter_names=[adapter_name])
+        unet.unload_lora()
+    elif scale != 1.0: unet.set_adapters([adapter_name], weights=[scale])
+    return unet

@@ -4,19 +4,23 @@
 
 # %% ../../nbs/20_sampling.pipeline.ipynb #1a278080
 from __future__ import annotations
-import inspect
+import inspect, warnings
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
+from fastcore.basics import patch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, LCMScheduler, DDPMScheduler
 from ..core import InputError
-from ..data.io import load_mask, image_to_tensor, tensor_to_image
+from ..data.io import load_mask, image_to_tensor, tensor_to_image, check_float_range
 from ..models.presets import EraserComponents, load_components
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'RECIPES', 'make_scheduler', 'prepare_pair', 'pad_to_multiple', 'ErasePipeline']
+__all__ = ['SAMPLERS', 'RECIPES', 'LARGE_IMAGE_MP', 'make_scheduler', 'max_steps', 'check_steps', 'prepare_pair',
+           'large_image_message', 'pad_to_multiple', 'StepContext', 'current_step', 'SamplingState', 'ErasePipeline']
 
 # %% ../../nbs/20_sampling.pipeline.ipynb #0f7fd719
 SAMPLERS = {
@@ -42,26 +46,40 @@ def make_scheduler(name: str, config: dict, **overrides):
     cfg = {k: v for k, v in config.items() if not k.startswith('_')}
     return cls.from_config({**cfg, **defaults, **overrides})
 
+def max_steps(scheduler) -> int:
+    "The most sampling steps `scheduler` can take: LCM's origin schedule (50), else the training timesteps (1000)."
+    c = scheduler.config
+    return int(c.get('original_inference_steps') or c.num_train_timesteps) if isinstance(scheduler, LCMScheduler) else int(c.num_train_timesteps)
+
+def check_steps(steps, scheduler, name: str = 'steps') -> int:
+    "`steps` as an int in 1..max_steps(scheduler), or an `InputError` naming the limit."
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise InputError(f"{name} must be a positive integer, got {steps!r}")
+    if steps > (hi := max_steps(scheduler)):
+        raise InputError(f"{name}={steps} is more than the {type(scheduler).__name__} can take (at most {hi})")
+    return int(steps)
+
 # %% ../../nbs/20_sampling.pipeline.ipynb #dd72ba4e
 def _as_list(x):
     if isinstance(x, (list, tuple)): return list(x)
     if isinstance(x, torch.Tensor) and x.ndim == 4: return list(x)
     return [x]
 
+LARGE_IMAGE_MP = 4.0
+
 def _image_tensor(img) -> torch.Tensor:
     if isinstance(img, torch.Tensor):
-        t = img.detach().float().cpu()
-        if t.ndim != 3 or t.shape[0] != 3: raise InputError(f"image tensor must be (3, H, W), got {tuple(t.shape)}")
-        if t.min() < 0 or t.max() > 1: raise InputError("image tensor values must lie in [0, 1]")
-        return t
+        if img.ndim != 3 or img.shape[0] != 3: raise InputError(f"image tensor must be (3, H, W), got {tuple(img.shape)}")
+        if not img.is_floating_point(): raise InputError(f"image tensor must be float in [0, 1], got dtype {img.dtype}")
+        t = img.detach().to('cpu', torch.float32, copy=True)          # a copy: outputs never alias the caller's tensor
+        check_float_range(t.numpy(), 'image tensor')
+        return t.clamp_(0, 1)
     return image_to_tensor(img)
 
 def _mask_tensor(mask) -> torch.Tensor:
     if isinstance(mask, torch.Tensor):
-        t = mask.detach().float().cpu()
-        if t.ndim == 2: t = t[None]
-        if t.ndim != 3 or t.shape[0] != 1: raise InputError(f"mask tensor must be (1, H, W) or (H, W), got {tuple(t.shape)}")
-        return (t > 0.5).float()
+        if mask.ndim == 3 and mask.shape[0] != 1 or mask.ndim not in (2, 3):
+            raise InputError(f"mask tensor must be (1, H, W) or (H, W), got {tuple(mask.shape)}")
     return torch.from_numpy(load_mask(mask).astype(np.float32))[None]
 
 def prepare_pair(image, mask, resize_mask: bool = False, name: str = 'input') -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,6 +92,19 @@ def prepare_pair(image, mask, resize_mask: bool = False, name: str = 'input') ->
         m = F.interpolate(m[None], size=x.shape[1:], mode='nearest')[0]
     return x, m
 
+def large_image_message(pipe, height: int, width: int, steps: int, name: str = 'image') -> str:
+    "The warning for a large image: its size, and the expected cost against a 512x512 image (counted FLOPs when possible)."
+    ratio = height * width / 512 ** 2
+    try:
+        from erase_core.metrics.compute import erasure_flops
+        f = erasure_flops(pipe.components.preset.name, height, width, steps, pipe.guidance_scale > 1)
+        f512 = erasure_flops(pipe.components.preset.name, 512, 512, steps, pipe.guidance_scale > 1)
+        cost = f"{f['total_T']:.1f} TFLOPs with the {pipe.components.preset.name} architecture, {f['total_T'] / f512['total_T']:.0f}x a 512x512 erasure"
+    except Exception:
+        cost = f"at least {ratio:.0f}x the work of a 512x512 erasure"
+    return (f"{name} is {width}x{height} ({height * width / 1e6:.1f} megapixels): the model runs at full size, {cost}; "
+            "expect a long run (minutes to hours on a CPU): crop around the mask or downscale first")
+
 def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = 'reflect', value: float = 0.) -> tuple[torch.Tensor, tuple[int, int]]:
     "Pad (..., H, W) at the bottom and right to multiples of `multiple`; return the tensor and the original (H, W)."
     h, w = x.shape[-2:]
@@ -82,6 +113,57 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = 'reflect', value
     if mode == 'reflect' and (ph >= h or pw >= w): mode = 'replicate'   # reflection needs a pad smaller than the side
     if mode == 'constant': return F.pad(x, (0, pw, 0, ph), value=value), (h, w)
     return F.pad(x[None] if x.ndim == 3 else x, (0, pw, 0, ph), mode=mode).reshape(*x.shape[:-2], h + ph, w + pw), (h, w)
+
+# %% ../../nbs/20_sampling.pipeline.ipynb #5464f9a0
+@dataclass
+class StepContext:
+    "Where the sampling loop is; read by callbacks, attention processors and block hooks."
+    step_index: int = -1                    # -1: no loop is running
+    num_steps: int = 0
+    timestep: torch.Tensor | None = None
+    batch: int = 0                          # images in this UNet batch (classifier-free guidance doubles the UNet's)
+    cfg: bool = False                       # the UNet batch is [unconditional, conditional]
+    latent_size: tuple = ()                 # (h, w) of the latent grid
+    images: list = field(default_factory=list)   # indices, in the `__call__` list, of the images in this batch
+    state: 'SamplingState | None' = None
+    store: dict = field(default_factory=dict)    # free space for processors and hooks; cleared per loop
+
+    @property
+    def active(self) -> bool: return self.step_index >= 0
+    @property
+    def is_first(self) -> bool: return self.step_index == 0
+    @property
+    def is_last(self) -> bool: return self.active and self.step_index == self.num_steps - 1
+
+_CURRENT_STEP: ContextVar = ContextVar('erase_core_step', default=None)
+
+def current_step() -> StepContext | None:
+    "The `StepContext` of the sampling loop running now (None outside a loop)."
+    return _CURRENT_STEP.get()
+
+# %% ../../nbs/20_sampling.pipeline.ipynb #f19117e2
+@dataclass
+class SamplingState:
+    "Latents and inputs of one denoising loop over a batch of aligned images."
+    latents: torch.Tensor                   # (B, C, h, w), the current noisy latents
+    mask_latent: torch.Tensor               # (B or 2B, 1, h, w), the mask on the latent grid
+    masked_latent: torch.Tensor             # (B or 2B, C, h, w), latent of the masked image
+    cond: dict                              # the UNet's conditioning keywords (`ErasePipeline.condition`)
+    timesteps: torch.Tensor
+    step_kwargs: dict = field(default_factory=dict)   # extra keywords for `scheduler.step`
+    noise_pred: torch.Tensor | None = None  # the last guided noise prediction
+    step_index: int = -1                    # index of the last step taken
+
+    @property
+    def cfg(self) -> bool: return self.mask_latent.shape[0] == 2 * self.latents.shape[0]
+
+    def update(self, changes: dict | None) -> 'SamplingState':
+        "Replace fields by name (what a callback returns); unknown names are an error."
+        for k, v in (changes or {}).items():
+            if k not in self.__dataclass_fields__:
+                raise InputError(f"callback returned {k!r}, which is not a SamplingState field ({', '.join(self.__dataclass_fields__)})")
+            setattr(self, k, v)
+        return self
 
 # %% ../../nbs/20_sampling.pipeline.ipynb #318e6153
 class ErasePipeline:
@@ -93,6 +175,7 @@ class ErasePipeline:
         self.components, self.sampler_name, self.steps, self.guidance_scale = components, sampler, steps, guidance_scale
         self.masked_latent, self.latent_mask = masked_latent, latent_mask
         self.scheduler = make_scheduler(sampler, components.scheduler_config, **scheduler_kwargs)
+        self.context = StepContext()
 
     @classmethod
     def from_recipe(cls, recipe: str, components: EraserComponents | None = None, **kwargs) -> 'ErasePipeline':
@@ -108,100 +191,195 @@ class ErasePipeline:
     def device(self): return next(self.unet.parameters()).device
     @property
     def dtype(self): return next(self.unet.parameters()).dtype
+    @property
+    def step_index(self) -> int: return self.context.step_index
+    @property
+    def num_steps(self) -> int: return self.context.num_steps
 
-    def encode(self, x: torch.Tensor, generator=None, mode: str = 'mode') -> torch.Tensor:
-        "Latents of images `x` in [-1, 1], scaled by the VAE's scaling factor."
-        dist = self.vae.encode(x).latent_dist
-        z = dist.sample(generator) if mode == 'sample' else dist.mode()
-        return z * self.vae.config.scaling_factor
+# %% ../../nbs/20_sampling.pipeline.ipynb #9963a90c
+@patch
+def encode(self: ErasePipeline, x: torch.Tensor, generator=None, mode: str = 'mode') -> torch.Tensor:
+    "Latents of images `x` in [-1, 1], scaled by the VAE's scaling factor."
+    dist = self.vae.encode(x).latent_dist
+    z = dist.sample(generator) if mode == 'sample' else dist.mode()
+    return z * self.vae.config.scaling_factor
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        "Images in [0, 1] from scaled latents."
-        return (self.vae.decode(z / self.vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
+@patch
+def decode(self: ErasePipeline, z: torch.Tensor) -> torch.Tensor:
+    "Images in [0, 1] from scaled latents."
+    return (self.vae.decode(z / self.vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
 
-    def condition(self, batch: int, height: int, width: int) -> dict:
-        "Keyword arguments for the UNet's conditioning (SDXL adds pooled text and size ids)."
-        c = self.components
-        emb = c.prompt_embeds.to(self.device, self.dtype).expand(batch, -1, -1)
-        kw = dict(encoder_hidden_states=emb)
-        if self.unet.config.addition_embed_type == 'text_time':
-            ids = torch.tensor([height, width, 0, 0, height, width], device=self.device, dtype=self.dtype)
-            kw['added_cond_kwargs'] = dict(text_embeds=c.pooled_embeds.to(self.device, self.dtype).expand(batch, -1),
-                                           time_ids=ids.expand(batch, -1))
-        if self.guidance_scale > 1:
-            kw['encoder_hidden_states'] = torch.cat([torch.zeros_like(emb), emb])
-            if 'added_cond_kwargs' in kw:
-                a = kw['added_cond_kwargs']
-                kw['added_cond_kwargs'] = dict(text_embeds=torch.cat([torch.zeros_like(a['text_embeds']), a['text_embeds']]),
-                                               time_ids=torch.cat([a['time_ids']] * 2))
-        return kw
+# %% ../../nbs/20_sampling.pipeline.ipynb #9821e15f
+def _rows(t: torch.Tensor, batch: int, ndim: int, name: str) -> torch.Tensor:
+    "`t` with a leading batch dimension of `batch` rows (one row is repeated)."
+    if not isinstance(t, torch.Tensor): raise InputError(f"{name} must be a tensor, got {type(t).__name__}")
+    if t.ndim == ndim - 1: t = t[None]
+    if t.ndim != ndim: raise InputError(f"{name} must have {ndim} dimensions (one row per image), got shape {tuple(t.shape)}")
+    if t.shape[0] == 1: return t.expand(batch, *t.shape[1:])
+    if t.shape[0] != batch: raise InputError(f"{name} has {t.shape[0]} rows for {batch} images; give one row per image or one for all")
+    return t
 
-    def mask_latents(self, m: torch.Tensor, size) -> torch.Tensor:
-        if self.latent_mask == 'maxpool': return F.adaptive_max_pool2d(m, size)
-        return F.interpolate(m, size=size)
+@patch
+def condition(self: ErasePipeline, batch: int, height: int, width: int, prompt_embeds=None, pooled_embeds=None) -> dict:
+    "Keyword arguments for the UNet's conditioning (SDXL adds pooled text and size ids); one row per image."
+    c = self.components
+    emb = _rows(c.prompt_embeds if prompt_embeds is None else prompt_embeds, batch, 3, 'prompt_embeds').to(self.device, self.dtype)
+    if emb.shape[-1] != self.unet.config.cross_attention_dim:
+        raise InputError(f"prompt_embeds width {emb.shape[-1]} does not match the UNet's cross_attention_dim {self.unet.config.cross_attention_dim}")
+    kw = dict(encoder_hidden_states=emb)
+    if self.unet.config.addition_embed_type == 'text_time':
+        pooled = c.pooled_embeds if pooled_embeds is None else pooled_embeds
+        pooled = _rows(pooled, batch, 2, 'pooled_embeds').to(self.device, self.dtype)
+        ids = torch.tensor([height, width, 0, 0, height, width], device=self.device, dtype=self.dtype)
+        kw['added_cond_kwargs'] = dict(text_embeds=pooled, time_ids=ids.expand(batch, -1))
+    if self.guidance_scale > 1:
+        kw['encoder_hidden_states'] = torch.cat([torch.zeros_like(emb), emb])
+        if 'added_cond_kwargs' in kw:
+            a = kw['added_cond_kwargs']
+            kw['added_cond_kwargs'] = dict(text_embeds=torch.cat([torch.zeros_like(a['text_embeds']), a['text_embeds']]),
+                                           time_ids=torch.cat([a['time_ids']] * 2))
+    return kw
 
-    def _step_kwargs(self, generator) -> dict:
-        params = set(inspect.signature(self.scheduler.step).parameters)
-        return {k: v for k, v in dict(eta=0.0, generator=generator).items() if k in params}
+# %% ../../nbs/20_sampling.pipeline.ipynb #b677922a
+@patch
+def mask_latents(self: ErasePipeline, m: torch.Tensor, size) -> torch.Tensor:
+    "The mask (B,1,H,W) on the latent grid `size`."
+    if self.latent_mask == 'maxpool': return F.adaptive_max_pool2d(m, size)
+    return F.interpolate(m, size=size)
 
-    def sample_latents(self, x: torch.Tensor, m: torch.Tensor, generator=None, steps: int | None = None,
-                       progress: bool = False, cross_attention_kwargs=None, unet=None) -> torch.Tensor:
-        "Run the sampler on aligned images `x` (B,3,H,W) in [0,1] and masks `m` (B,1,H,W); return final latents."
-        unet = unet or self.unet
-        b, _, h, w = x.shape
-        f = self.components.vae_scale_factor
-        x = (x.to(self.device, self.dtype) * 2 - 1)
-        m = m.to(self.device, self.dtype)
-        self.scheduler.set_timesteps(steps or self.steps, device=self.device)
-        shape = (b, self.vae.config.latent_channels, h // f, w // f)
-        latents = torch.randn(shape, generator=generator, device=self.device, dtype=self.dtype) * self.scheduler.init_noise_sigma
-        masked = self.encode(x * (m < 0.5), generator, self.masked_latent)
-        ml = self.mask_latents(m, shape[2:])
-        cond = self.condition(b, h, w)
-        cfg = self.guidance_scale > 1
-        if cfg: ml, masked = torch.cat([ml] * 2), torch.cat([masked] * 2)
-        kw = self._step_kwargs(generator)
-        for t in tqdm(self.scheduler.timesteps, disable=not progress, desc='denoising', leave=False):
-            inp = torch.cat([latents] * 2) if cfg else latents
-            inp = torch.cat([self.scheduler.scale_model_input(inp, t), ml, masked], dim=1)
-            eps = unet(inp, t, cross_attention_kwargs=cross_attention_kwargs, **cond).sample
-            if cfg:
-                e_u, e_c = eps.chunk(2); eps = e_u + self.guidance_scale * (e_c - e_u)
-            latents = self.scheduler.step(eps, t, latents, **kw).prev_sample
-        return latents
+@patch
+def _step_kwargs(self: ErasePipeline, generator) -> dict:
+    params = set(inspect.signature(self.scheduler.step).parameters)
+    return {k: v for k, v in dict(eta=0.0, generator=generator).items() if k in params}
 
-    @torch.no_grad()
-    def __call__(self, images, masks, seed: int | None = 0, generator=None, steps: int | None = None,
-                 paste_back: bool = False, output_type: str = 'pil', resize_mask: bool = False,
-                 allow_full_mask: bool = False, progress: bool = False, cross_attention_kwargs=None):
-        """Erase the masked regions of `images` (one or a list: paths, PIL images, arrays or (3,H,W) tensors).
+@patch
+def init_state(self: ErasePipeline, x: torch.Tensor, m: torch.Tensor, generator=None, steps: int | None = None,
+               prompt_embeds=None, pooled_embeds=None, latents: torch.Tensor | None = None) -> SamplingState:
+    "Timesteps, initial noise (or the given `latents`), masked-image latent, latent mask and condition."
+    b, _, h, w = x.shape
+    f = self.components.vae_scale_factor
+    x = x.to(self.device, self.dtype) * 2 - 1
+    m = m.to(self.device, self.dtype)
+    self.scheduler.set_timesteps(steps or self.steps, device=self.device)
+    shape = (b, self.vae.config.latent_channels, h // f, w // f)
+    if latents is None: latents = torch.randn(shape, generator=generator, device=self.device, dtype=self.dtype) * self.scheduler.init_noise_sigma
+    masked = self.encode(x * (m < 0.5), generator, self.masked_latent)
+    ml = self.mask_latents(m, shape[2:])
+    cond = self.condition(b, h, w, prompt_embeds, pooled_embeds)
+    if self.guidance_scale > 1: ml, masked = torch.cat([ml] * 2), torch.cat([masked] * 2)
+    return SamplingState(latents, ml, masked, cond, self.scheduler.timesteps, self._step_kwargs(generator))
 
-        Returns one output per image at its input size: PIL images (`output_type='pil'`) or (3,H,W)
-        tensors in [0,1] (`'pt'`). `paste_back=True` copies the unmasked pixels from the input.
-        Images of one size are denoised as one batch, drawing noise from one generator seeded with `seed`."""
-        if output_type not in ('pil', 'pt'): raise InputError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
-        imgs, msks = _as_list(images), _as_list(masks)
-        if len(imgs) != len(msks): raise InputError(f"got {len(imgs)} images but {len(msks)} masks")
-        pairs = [prepare_pair(i, m, resize_mask, name=f'image {k}') for k, (i, m) in enumerate(zip(imgs, msks))]
-        for k, (x, m) in enumerate(pairs):
-            if m.min() == 1 and not allow_full_mask:
-                raise InputError(f"image {k}: the mask covers the whole image, leaving no context to erase towards; "
-                                 "pass allow_full_mask=True to generate the whole image")
-        if generator is None: generator = torch.Generator(self.device).manual_seed(seed if seed is not None else 0)
-        outs: list = [x for x, _ in pairs]                  # empty masks: the input, unchanged
-        todo = [k for k, (_, m) in enumerate(pairs) if m.any()]
-        mult = self.components.size_multiple
-        padded = {k: (pad_to_multiple(pairs[k][0], mult)[0], pad_to_multiple(pairs[k][1], mult, 'constant')[0]) for k in todo}
-        groups: dict = {}
-        for k in todo: groups.setdefault(tuple(padded[k][0].shape), []).append(k)
-        for ks in groups.values():
-            xs = torch.stack([padded[k][0] for k in ks])
-            ms = torch.stack([padded[k][1] for k in ks])
-            z = self.sample_latents(xs, ms, generator, steps, progress, cross_attention_kwargs)
-            ys = self.decode(z).float().cpu()
-            for k, y in zip(ks, ys):
-                x, m = pairs[k]
-                y = y[:, :x.shape[1], :x.shape[2]]
-                outs[k] = y * m + x * (1 - m) if paste_back else y
-        if output_type == 'pil': outs = [tensor_to_image(o) for o in outs]
-        return outs
+# %% ../../nbs/20_sampling.pipeline.ipynb #fa091330
+@patch
+def predict_noise(self: ErasePipeline, state: SamplingState, t, unet=None, cross_attention_kwargs=None) -> torch.Tensor:
+    "The (guided) noise prediction of `unet` (default: the pipeline's) for `state` at timestep `t`."
+    unet = unet or self.unet
+    inp = torch.cat([state.latents] * 2) if state.cfg else state.latents
+    inp = torch.cat([self.scheduler.scale_model_input(inp, t), state.mask_latent, state.masked_latent], dim=1)
+    eps = unet(inp, t, cross_attention_kwargs=cross_attention_kwargs, **state.cond).sample
+    if state.cfg:
+        e_u, e_c = eps.chunk(2); eps = e_u + self.guidance_scale * (e_c - e_u)
+    return eps
+
+@patch
+def denoise_step(self: ErasePipeline, state: SamplingState, t, unet=None, cross_attention_kwargs=None) -> SamplingState:
+    "One UNet call and one scheduler step: `state.latents` moves from timestep `t` to the next."
+    state.noise_pred = self.predict_noise(state, t, unet, cross_attention_kwargs)
+    state.latents = self.scheduler.step(state.noise_pred, t, state.latents, **state.step_kwargs).prev_sample
+    return state
+
+# %% ../../nbs/20_sampling.pipeline.ipynb #cb756b93
+@patch
+def denoise(self: ErasePipeline, state: SamplingState, unet=None, cross_attention_kwargs=None,
+            callback_on_step_end=None, progress: bool = False, images: list | None = None) -> SamplingState:
+    "Run every step of `state.timesteps`, calling `callback_on_step_end(pipe, i, t, state)` after each."
+    ctx = self.context
+    n, b = len(state.timesteps), state.latents.shape[0]
+    ctx.num_steps, ctx.batch, ctx.cfg, ctx.latent_size = n, b, state.cfg, tuple(state.latents.shape[-2:])
+    ctx.images, ctx.state = list(range(b)) if images is None else list(images), state
+    ctx.store.clear()
+    token = _CURRENT_STEP.set(ctx)
+    try:
+        for i, t in enumerate(tqdm(state.timesteps, disable=not progress, desc='denoising', leave=False)):
+            ctx.step_index, ctx.timestep = i, t
+            self.denoise_step(state, t, unet, cross_attention_kwargs)
+            state.step_index = i
+            if callback_on_step_end is not None: state.update(callback_on_step_end(self, i, t, state))
+    finally:
+        _CURRENT_STEP.reset(token)
+        ctx.step_index, ctx.timestep = -1, None
+    return state
+
+@patch
+def sample_latents(self: ErasePipeline, x: torch.Tensor, m: torch.Tensor, generator=None, steps: int | None = None,
+                   progress: bool = False, cross_attention_kwargs=None, unet=None, prompt_embeds=None,
+                   pooled_embeds=None, callback_on_step_end=None, images: list | None = None) -> torch.Tensor:
+    "Run the sampler on aligned images `x` (B,3,H,W) in [0,1] and masks `m` (B,1,H,W); return final latents."
+    state = self.init_state(x, m, generator, steps, prompt_embeds, pooled_embeds)
+    return self.denoise(state, unet, cross_attention_kwargs, callback_on_step_end, progress, images).latents
+
+# %% ../../nbs/20_sampling.pipeline.ipynb #dc68d4b7
+@patch
+def _erase_batch(self: ErasePipeline, xs, ms, ks, generator, steps, progress, cross_attention_kwargs,
+                 prompt_embeds, pooled_embeds, callback_on_step_end, fusion):
+    "Erase aligned images `xs` (B,3,H,W), masks `ms`, which are images `ks` of the call; return (B,3,H,W) in [0,1]."
+    pick = lambda t, nd: t if t is None or t.ndim < nd or t.shape[0] == 1 else t[ks]   # this batch's rows
+    state = self.init_state(xs, ms, generator, steps, pick(prompt_embeds, 3), pick(pooled_embeds, 2))
+    self.denoise(state, None, cross_attention_kwargs, callback_on_step_end, progress, ks)
+    ys = self.decode(state.latents)
+    if fusion is not None: ys = fusion(self, xs.to(ys), ms.to(ys), ys, state)
+    return ys.float().cpu()
+
+def _check_rows(t, n: int, ndim: int, name: str):
+    if t is None: return None
+    if not isinstance(t, torch.Tensor): raise InputError(f"{name} must be a tensor, got {type(t).__name__}")
+    if t.ndim == ndim and t.shape[0] not in (1, n):
+        raise InputError(f"{name} has {t.shape[0]} rows for {n} images; give one row per image or one for all")
+    return t.detach()
+
+# %% ../../nbs/20_sampling.pipeline.ipynb #e2d31fbb
+@patch
+@torch.no_grad()
+def __call__(self: ErasePipeline, images, masks, seed: int | None = 0, generator=None, steps: int | None = None,
+             paste_back: bool = False, output_type: str = 'pil', resize_mask: bool = False,
+             allow_full_mask: bool = False, progress: bool = False, cross_attention_kwargs=None,
+             prompt_embeds: torch.Tensor | None = None, pooled_embeds: torch.Tensor | None = None,
+             callback_on_step_end=None, fusion=None):
+    """Erase the masked regions of `images` (one or a list: paths, PIL images, arrays or (3,H,W) tensors).
+
+    Returns one output per image at its input size: PIL images (`output_type='pil'`) or (3,H,W)
+    tensors in [0,1] (`'pt'`). `paste_back=True` copies the unmasked pixels from the input.
+    Images of one size are denoised as one batch, drawing noise from one generator seeded with `seed`.
+    `prompt_embeds` (B,S,D) / `pooled_embeds` (B,P) give one condition per image (one row: for all);
+    `callback_on_step_end(pipe, step_index, timestep, state)` runs after every step; `fusion` see above."""
+    if output_type not in ('pil', 'pt'): raise InputError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
+    imgs, msks = _as_list(images), _as_list(masks)
+    if len(imgs) != len(msks): raise InputError(f"got {len(imgs)} images but {len(msks)} masks")
+    pairs = [prepare_pair(i, m, resize_mask, name=f'image {k}') for k, (i, m) in enumerate(zip(imgs, msks))]
+    steps = check_steps(self.steps if steps is None else steps, self.scheduler)
+    for k, (x, m) in enumerate(pairs):
+        if m.min() == 1 and not allow_full_mask:
+            raise InputError(f"image {k}: the mask covers the whole image, leaving no context to erase towards; "
+                             "pass allow_full_mask=True (command line: --allow-full-mask) to generate the whole image")
+        if m.any() and (mp := x.shape[1] * x.shape[2] / 1e6) > LARGE_IMAGE_MP:
+            warnings.warn(large_image_message(self, x.shape[1], x.shape[2], steps, f'image {k}'), stacklevel=2)
+    prompt_embeds = _check_rows(prompt_embeds, len(pairs), 3, 'prompt_embeds')
+    pooled_embeds = _check_rows(pooled_embeds, len(pairs), 2, 'pooled_embeds')
+    if generator is None: generator = torch.Generator(self.device).manual_seed(seed if seed is not None else 0)
+    outs: list = [x for x, _ in pairs]                  # empty masks: the input, unchanged (already a copy)
+    todo = [k for k, (_, m) in enumerate(pairs) if m.any()]
+    mult = self.components.size_multiple
+    padded = {k: (pad_to_multiple(pairs[k][0], mult)[0], pad_to_multiple(pairs[k][1], mult, 'constant')[0]) for k in todo}
+    groups: dict = {}
+    for k in todo: groups.setdefault(tuple(padded[k][0].shape), []).append(k)
+    for ks in groups.values():
+        xs = torch.stack([padded[k][0] for k in ks])
+        ms = torch.stack([padded[k][1] for k in ks])
+        ys = self._erase_batch(xs, ms, ks, generator, steps, progress, cross_attention_kwargs,
+                               prompt_embeds, pooled_embeds, callback_on_step_end, fusion)
+        for k, y in zip(ks, ys):
+            x, m = pairs[k]
+            y = y[:, :x.shape[1], :x.shape[2]]
+            outs[k] = y * m + x * (1 - m) if paste_back else y
+    if output_type == 'pil': outs = [tensor_to_image(o) for o in outs]
+    return outs

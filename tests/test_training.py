@@ -1,0 +1,121 @@
+"""The training layer's contracts, run through the CLI at smoke scale: resume is exact, a NaN stops the run cleanly,
+two processes give the losses of one, every YOEO stage runs end to end, bad input fails in one line."""
+import json, os, subprocess, sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from erase_core.cli import main
+from erase_core.training.trainer import read_losses, latest_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+V = Path(sys.executable).parent
+
+
+def _weights(run):
+    return load_file(str(Path(run) / 'final' / 'unet.safetensors'))
+
+
+def _train(*args):
+    return main(['train', *map(str, args), '--quiet'])
+
+
+@pytest.fixture(scope='module')
+def teacher(tmp_path_factory):
+    out = tmp_path_factory.mktemp('runs') / 'teacher'
+    assert _train('yoeo-teacher', '--scale', 'smoke', '--out', out) == 0
+    return out
+
+
+def test_every_yoeo_stage_runs_at_smoke_scale(teacher, tmp_path):
+    w = teacher / 'final' / 'unet.safetensors'
+    assert _train('yoeo-distill', '--scale', 'smoke', '--out', tmp_path / 'd', '--teacher', w) == 0
+    d = tmp_path / 'd' / 'final'
+    assert _train('yoeo-joint', '--scale', 'smoke', '--out', tmp_path / 'j', '--teacher', w, '--student', d / 'unet.safetensors',
+                  '--disc', d / 'disc_head.safetensors') == 0
+    rows = read_losses(tmp_path / 'j')
+    assert len(rows) == 2 and {'distill', 'dmd', 'gan', 'ss', 'efc', 'gan_d'} <= set(rows[0])
+    run = json.loads((tmp_path / 'j' / 'run.json').read_text())['sessions'][0]
+    assert run['seed'] == 0 and run['versions']['torch'] and run['commit']
+    assert json.loads((tmp_path / 'j' / 'recipe.json').read_text())['params']['loss_scale'] == 0.5
+    # the student moved away from the teacher it started from
+    s, t = _weights(tmp_path / 'd'), load_file(str(w))
+    assert any(not torch.equal(s[k], t[k]) for k in s)
+
+
+@pytest.mark.parametrize('recipe,steps,every', [('yoeo-teacher', 6, 3), ('yoeo-distill', 4, 2)])
+def test_resume_from_a_checkpoint_gives_the_uninterrupted_weights(teacher, tmp_path, recipe, steps, every):
+    extra = [] if recipe == 'yoeo-teacher' else ['--teacher', teacher / 'final' / 'unet.safetensors']
+    assert _train(recipe, '--scale', 'smoke', '--out', tmp_path / 'full', *extra) == 0
+    assert _train(recipe, '--scale', 'smoke', '--out', tmp_path / 'cut', '--max-steps', every, *extra) == 0
+    assert latest_checkpoint(tmp_path / 'cut' / 'checkpoints').name == f'step-{every:06d}'
+    assert not (tmp_path / 'cut' / 'final').exists()
+    assert _train(recipe, '--scale', 'smoke', '--out', tmp_path / 'cut', '--resume', *extra) == 0
+    a, b = _weights(tmp_path / 'full'), _weights(tmp_path / 'cut')
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert read_losses(tmp_path / 'full') == [dict(r, seconds=f['seconds']) for r, f in zip(read_losses(tmp_path / 'cut'), read_losses(tmp_path / 'full'))]
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, capsys):
+    out = tmp_path / 'nan'
+    rc = _train('yoeo-teacher', '--scale', 'smoke', '--out', out, '--set', 'ckpt_every=1', '--set', 'lr=1e30', '--set', 'weight_decay=0')
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert err[0].startswith("erase-core: error: step 2: loss 'mse' (of 'unet') is") and 'not finite' in err[0]
+    last = latest_checkpoint(out / 'checkpoints')
+    assert last.name == 'step-000001' and not (out / 'final').exists()
+    assert [r['step'] for r in read_losses(out)] == [1]
+
+
+def test_two_processes_match_one(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    one = subprocess.run([V / 'erase-core', 'train', 'yoeo-teacher', '--scale', 'smoke', '--out', tmp_path / 'one', '--quiet', '--device', 'cpu'],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    # accelerate's `--cpu` flag launches several CPU processes through MPI only; `--multi_gpu` uses torchrun, which
+    # runs gloo on CPU when no GPU is there (our `--device cpu` makes sure of it).
+    two = subprocess.run([V / 'accelerate', 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1', '--mixed_precision', 'no',
+                          '--dynamo_backend', 'no', '-m', 'erase_core.cli', 'train', 'yoeo-teacher', '--scale', 'smoke',
+                          '--out', tmp_path / 'two', '--quiet', '--device', 'cpu'], env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert json.loads((tmp_path / 'two' / 'run.json').read_text())['sessions'][0]['processes'] == 2
+    l1, l2 = read_losses(tmp_path / 'one'), read_losses(tmp_path / 'two')
+    assert len(l1) == len(l2) == 6
+    for a, b in zip(l1, l2): assert b['mse'] == pytest.approx(a['mse'], rel=1e-5, abs=1e-6)
+    w1, w2 = _weights(tmp_path / 'one'), _weights(tmp_path / 'two')
+    assert max((w1[k].float() - w2[k].float()).abs().max().item() for k in w1) < 1e-3   # fp16 export of nearly equal fp32 weights
+
+
+@pytest.mark.parametrize('args,first', [
+    (['yoeo-nothing', '--scale', 'smoke'], "erase-core: error: unknown recipe 'yoeo-nothing'"),
+    (['yoeo-teacher', '--scale', 'paper'], 'erase-core: error: a paper-scale run needs --base'),
+    (['yoeo-teacher', '--scale', 'smoke', '--set', 'nonsense=1'], "erase-core: error: recipe 'yoeo-teacher' has no setting 'nonsense'"),
+    (['yoeo-teacher', '--scale', 'smoke', '--set', 'steps'], 'erase-core: error: --set takes KEY=VALUE'),
+    (['yoeo-teacher', '--scale', 'smoke', '--publish', 'x'], 'erase-core: error: --publish records toy checkpoints only'),
+])
+def test_bad_training_input_is_one_line(tmp_path, capsys, args, first):
+    assert _train(*args, '--out', tmp_path / 'x') == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(first), err
+
+
+def test_a_second_run_into_a_used_folder_is_refused(teacher, capsys):
+    assert _train('yoeo-teacher', '--scale', 'smoke', '--out', teacher) == 2
+    assert 'pass --resume' in capsys.readouterr().err
+
+
+def test_paper_recipe_loads_a_local_sd15_layout_folder(tmp_path):
+    "Paper-scale code path on a tiny random folder in diffusers' layout (the real one is SD-1.5 inpainting)."
+    from erase_core.models.presets import load_components, save_components
+    from erase_core.training.trainer import get_recipe
+    from erase_core.training.yoeo import stage_components
+    save_components(load_components('tiny'), tmp_path / 'base')
+    r = get_recipe('yoeo-teacher', 'paper', preset='tiny')
+    c = stage_components(r, base=tmp_path / 'base')
+    assert c.source == str(tmp_path / 'base') and c.unet.config.in_channels == 9
+    rc = _train('yoeo-teacher', '--scale', 'paper', '--base', tmp_path / 'base', '--out', tmp_path / 'p', '--set', 'preset="tiny"',
+                '--set', 'steps=1', '--set', 'batch_size=2', '--set', 'grad_accum=1', '--set', 'image_size=32', '--set', 'mixed_precision="no"',
+                '--data', ROOT / 'data' / 'fixtures' / 'folder' / 'gt')
+    assert rc == 0 and (tmp_path / 'p' / 'final' / 'unet.safetensors').exists()
