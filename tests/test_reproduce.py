@@ -23,7 +23,7 @@ def _cli(*args, **kw):
 def smoke(tmp_path_factory):
     "One smoke reproduction of every table through the CLI (the plumbing CI checks)."
     root = tmp_path_factory.mktemp('smoke')
-    r = _cli('reproduce', '--scale', 'smoke', '--results-root', str(root / 'a'), '--data-root', str(root / 'sets'), timeout=900)
+    r = _cli('reproduce', '--scale', 'smoke', '--results-root', str(root / 'a'), '--data-root', str(root / 'sets'), timeout=1800)
     assert r.returncode == 0, r.stderr[-3000:]
     return root
 

@@ -12,8 +12,9 @@ import torch
 from ..core import EraseCoreError, InputError, MissingFileError, ModelLoadError, PROJECT_ROOT, check_scale, pick_device
 
 # %% auto #0
-__all__ = ['METHODS', 'PAPER_ONLY', 'telea_inpaint', 'CheckpointStatus', 'checkpoint_status', 'method_spec', 'Method',
-           'load_method', 'run_method', 'MetricSuite', 'metric_suite', 'git_commit', 'provenance']
+__all__ = ['WEIGHT_FILES', 'METHODS', 'PAPER_ONLY', 'FPAC_OPTIONS', 'telea_inpaint', 'CheckpointStatus', 'entry_sha256',
+           'checkpoint_status', 'method_spec', 'Method', 'load_method', 'run_method', 'MetricSuite', 'metric_suite',
+           'git_commit', 'provenance']
 
 # %% ../../nbs/62_experiments.methods.ipynb #a8e63e5f
 def telea_inpaint(image, mask, radius: int = 3) -> torch.Tensor:
@@ -55,6 +56,16 @@ def _manifest_entry(man: dict, name: str):
                 if isinstance(e, dict) and e.get('name') == name: return e
     return man.get(name) if isinstance(man.get(name), dict) else None
 
+WEIGHT_FILES = ('unet.safetensors', 'model.safetensors', 'diffusion_pytorch_model.safetensors')
+
+def entry_sha256(entry: dict) -> str:
+    "The sha256 a row reports for a manifest entry: its weights file's (as the manifest records it), else `sha256`, else a digest of its file list."
+    files = entry.get('files') or {}
+    for f in WEIGHT_FILES:
+        if f in files: return str(files[f])
+    if entry.get('sha256'): return str(entry['sha256'])
+    return hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest() if files else ''
+
 def checkpoint_status(name: str, scale: str = 'toy', module=None) -> CheckpointStatus:
     "The state of checkpoint `name` at `scale`, from the manifest API (never guessed)."
     check_scale(scale)
@@ -67,10 +78,10 @@ def checkpoint_status(name: str, scale: str = 'toy', module=None) -> CheckpointS
     except EraseCoreError as e: return CheckpointStatus(name, False, 'not trained yet', detail=f'no manifest: {e}')
     entry = _manifest_entry(man, name)
     if entry is None: return CheckpointStatus(name, False, 'not trained yet', detail=f"{name!r} is not in the manifest")
-    sha = str(entry.get('sha256', ''))
+    sha = entry_sha256(entry)
     try: path = ck.toy_checkpoint(name)
     except EraseCoreError as e:
-        msg = str(e); missing = isinstance(e, MissingFileError) or 'missing' in msg.lower() or 'not found' in msg.lower()
+        msg = str(e); missing = isinstance(e, MissingFileError) or any(w in msg.lower() for w in ('missing', 'not found', 'no such'))
         return CheckpointStatus(name, False, 'missing' if missing else 'changed', sha, detail=msg, entry=entry)
     return CheckpointStatus(name, True, 'ok', sha, str(path), entry=entry)
 
@@ -128,11 +139,23 @@ class Method:
         if not self.ok: raise InputError(f"method {self.name} cannot run: {self.status} ({self.detail})")
         return self.fn(images, masks, seed)
 
+FPAC_OPTIONS = dict(foreground='mask', margin=1)
+
 def _cache_available(kind: str):
-    "The caching strategy `kind` from issue 10's module, or None while it is not there."
-    try: import erase_core.caching as caching
-    except ImportError: return None
-    return getattr(caching, kind, None)
+    "A function that equips a pipeline with caching strategy `kind` (issue 10's `erase_core.caching`), or None while it is not there."
+    if kind == 'fpac':
+        try: from erase_core.caching.fpac import FPAC
+        except ImportError: return None
+        from erase_core.caching.fpac import PAPER_BLOCKS
+        def equip(pipe):
+            try: return FPAC(pipe, blocks=PAPER_BLOCKS, **FPAC_OPTIONS).enable()     # the paper's blocks (the toy UNet has them all)
+            except InputError: return FPAC(pipe, **FPAC_OPTIONS).enable()           # the tiny smoke UNet: every block it has
+        return equip
+    if kind == 'hicache':
+        try: from erase_core.caching.hicache import HiCache
+        except ImportError: return None
+        return lambda pipe: HiCache(pipe).enable()
+    raise InputError(f"unknown caching strategy {kind!r}")
 
 def _pipeline_fn(pipe, paste_back, batch_size):
     def fn(images, masks, seed):
@@ -166,12 +189,12 @@ def load_method(name: str, scale: str = 'toy', device='cpu', paths: dict | None 
         comps = load_components('tiny', 'random', seed=seed)
     else:
         ck = checkpoints_module or _checkpoints_module()
-        try: comps = ck.load_toy_eraser(spec['checkpoint'], device='cpu')
+        try: comps = ck.load_toy_eraser(spec['checkpoint'], device='cpu')   # verifies the UNet and the toy VAE against the manifest
         except EraseCoreError as e:
             return Method(name, label, False, 'failed to load', checkpoint=spec['checkpoint'], sha256=st.sha256, detail=str(e))
     if pick_device(device).type != 'cpu': comps.to(pick_device(device))
     pipe = ErasePipeline(comps, **recipe)
-    if spec.get('cache'): _cache_available(spec['cache'])(pipe)      # issue 10's API: a function that equips the pipeline
+    if spec.get('cache'): _cache_available(spec['cache'])(pipe)
     return Method(name, label, True, st.status if scale == 'smoke' else 'ok', checkpoint=spec['checkpoint'], sha256=st.sha256,
                   preset=comps.preset.name, steps=recipe['steps'], guidance=recipe['guidance_scale'] > 1,
                   fn=_pipeline_fn(pipe, spec['paste_back'], batch_size))
@@ -235,7 +258,7 @@ def metric_suite(scale: str, device='cpu', paths: dict | None = None, checkpoint
                            segmenter_sha256='random')
     st = checkpoint_status('segmenter', 'toy', checkpoints_module)
     if not st.ok: return MetricSuite(lp, None, None, None, None, status=f"toy segmenter {st.status}: MSN, MARS, CFD and FID not measured")
-    seg = load_segmenter(st.path, device=str(dev))
+    seg = load_segmenter(st.path, device=str(dev))          # st.path: verified by toy_checkpoint('segmenter')
     return MetricSuite(lp, segmenter_fid_extractor(seg), seg, DinoPatchFeatures.random().to(dev), EntityMaskGenerator(seg),
                        segmenter_sha256=st.sha256)
 

@@ -166,11 +166,16 @@ def _latency(run: TableRun, m: Method, ds) -> float:
     s = ds[0]
     return measure_latency(lambda: m([s['image']], [s['mask']], run.seed), warmup=1, runs=3, device=run.device)['median_s']
 
-def _flops(m: Method, h: int, w: int) -> dict:
-    if not m.preset or m.preset == 'opencv-telea' or not m.steps: return {}
-    from erase_core.metrics.compute import erasure_flops
-    r = erasure_flops(m.preset, h, w, m.steps, m.guidance)
-    return dict(flops_T=r['denoise_T'], flops_total_T=r['total_T'], unet_calls=r['unet_calls'])
+def _flops(run: TableRun, m: Method, ds) -> dict:
+    "FLOPs counted while the method erases the set's first image: the UNet's calls (denoising), and everything (VAE included)."
+    if not m.steps: return {}
+    from torch.nn.attention import sdpa_kernel, SDPBackend
+    from erase_core.metrics.compute import count_flops
+    s = ds[0]
+    with sdpa_kernel(SDPBackend.MATH):      # on CPU tensors, attention is counted only by the math kernel
+        total, per = count_flops(m, [s['image']], [s['mask']], run.seed)
+    unet = sum(v for k, v in per.items() if k.split('.')[0] == 'UNet2DConditionModel' and '.' not in k)
+    return dict(flops_T=unet / 1e12, flops_total_T=total / 1e12)
 
 def _paper_cols(table: str, paper_method: str | None, dataset: str | None, metrics) -> dict:
     out = {}
@@ -208,7 +213,7 @@ def measure(self: TableRun, methods, dataset: str, metrics, paper_as: dict | Non
                 ev = evaluate(outs, ds, scale=self.scale, method=name, mask_key=mask_key, progress=progress, **kw).iloc[0].to_dict()
             for k in scored: row[k] = ev.get(k)
             for k in ('lpips_extractor', 'fid_extractor', 'msn_mars_extractor', 'cfd_extractor'): row[k] = ev.get(k)
-            if 'flops_T' in metrics: row.update(_flops(m, h, w))
+            if 'flops_T' in metrics: row.update(_flops(self, m, ds))
             if latency or 'latency_s' in metrics or 'inference_s' in metrics:
                 self.timing.append(dict(table=self.table, scale=self.scale, method=name, dataset=dataset, size=f'{w}x{h}',
                                         latency_s=_latency(self, m, ds), device=self.prov['device'], commit=self.commit))
@@ -239,7 +244,7 @@ def _order_columns(df: pd.DataFrame, metrics) -> pd.DataFrame:
     mcols = []
     for k in metrics:
         mcols += [c for c in (k, f'{k}_paper') if c in df]
-    extra = [c for c in ('flops_total_T', 'unet_calls') if c in df]
+    extra = [c for c in ('flops_total_T',) if c in df]
     last = ['metrics_status', 'paper_source'] + PROVENANCE_COLUMNS
     rest = [c for c in df.columns if c not in first + mcols + extra + last]
     cols = [c for c in dict.fromkeys(first + mcols + extra + rest + last) if c in df]
@@ -273,7 +278,7 @@ def write(self: TableRun, rows: list[dict], metrics, notes: str = '', timing_met
     df = _order_columns(pd.DataFrame(rows), metrics)
     for c in df.columns:                       # ours rounded to 4 significant digits; the paper's kept as printed
         if not c.endswith('_paper') and (df[c].dtype == object or df[c].dtype.kind == 'f'): df[c] = df[c].map(_round)
-    for c in ('seed', 'n_samples', 'unet_calls'):
+    for c in ('seed', 'n_samples'):
         if c in df: df[c] = pd.array([None if v is None or (isinstance(v, float) and not math.isfinite(v)) else int(v) for v in df[c]], dtype='Int64')
     out = self.out_dir; out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / f'{self.table}.csv', index=False, lineterminator='\n')
@@ -381,14 +386,18 @@ def check_toy_checkpoints(tables, checkpoints_module=None) -> dict:
             if c not in names: names.append(c)
     return {n: checkpoint_status(n, 'toy', checkpoints_module).status for n in names}
 
-def retrain_checkpoints(names, checkpoints_module=None):
-    "Retrain `names` with the training module's `retrain` (the lead's `erase_core.training.checkpoints.retrain(names)`)."
+def retrain_checkpoints(names, checkpoints_module=None, run=None):
+    "Retrain `names`: with the training module's `retrain(names)` if it has one, else by each entry's recorded `command`."
+    import shlex, subprocess
     ck = checkpoints_module
     if ck is None:
         try: from erase_core.training import checkpoints as ck
         except ImportError: raise MissingFileError("cannot retrain: erase_core.training.checkpoints is not in this checkout") from None
-    if not hasattr(ck, 'retrain'): raise InputError("cannot retrain: erase_core.training.checkpoints has no retrain(names) function")
-    ck.retrain(list(names))
+    if hasattr(ck, 'retrain'): return ck.retrain(list(names))
+    man = ck.manifest(); run = run or (lambda cmd: subprocess.run(cmd, cwd=PROJECT_ROOT, check=True))
+    unknown = [n for n in names if not (man.get(n) or {}).get('command')]
+    if unknown: raise InputError(f"cannot retrain {unknown}: no command recorded in the manifest (train them with `erase-core train NAME --publish NAME`)")
+    for n in names: run(shlex.split(man[n]['command']))
 
 # %% ../../nbs/63_experiments.tables.ipynb #8d2c6fe7
 def tables_dir() -> Path: return PROJECT_ROOT / 'nbs' / 'tables'
