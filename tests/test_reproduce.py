@@ -137,3 +137,12 @@ def test_tour_refuses_table_notebooks_and_keeps_outputs():
     assert clean_keeps_outputs()
     assert all(p.parent.name == 'nbs' for p in tour_notebooks())
     with pytest.raises(InputError, match='reproduce'): execute_tour([ROOT / 'nbs' / 'tables' / 'yoeo_table1.ipynb'], progress=False)
+
+
+def test_retrain_runs_the_command_the_manifest_records():
+    class _NoRetrain:
+        def manifest(self): return {'yoeo-joint': dict(command='erase-core train yoeo-joint --scale toy --publish yoeo-joint'), 'x': {}}
+    ran = []
+    T.retrain_checkpoints(['yoeo-joint'], _NoRetrain(), run=ran.append)
+    assert ran == [['erase-core', 'train', 'yoeo-joint', '--scale', 'toy', '--publish', 'yoeo-joint']]
+    with pytest.raises(InputError, match='no command recorded'): T.retrain_checkpoints(['x', 'never'], _NoRetrain(), run=ran.append)
