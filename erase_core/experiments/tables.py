@@ -214,7 +214,7 @@ def measure(self: TableRun, methods, dataset: str, metrics, paper_as: dict | Non
             for k in scored: row[k] = ev.get(k)
             for k in ('lpips_extractor', 'fid_extractor', 'msn_mars_extractor', 'cfd_extractor'): row[k] = ev.get(k)
             if 'flops_T' in metrics: row.update(_flops(self, m, ds))
-            if latency or 'latency_s' in metrics or 'inference_s' in metrics:
+            if latency:
                 self.timing.append(dict(table=self.table, scale=self.scale, method=name, dataset=dataset, size=f'{w}x{h}',
                                         latency_s=_latency(self, m, ds), device=self.prov['device'], commit=self.commit))
         row['metrics_status'] = (su.status if missing_nets else 'ok') if m.ok else ''
@@ -251,7 +251,7 @@ def _order_columns(df: pd.DataFrame, metrics) -> pd.DataFrame:
     return df.reindex(columns=cols)
 
 def _fmt(v, paper: bool = False) -> str:
-    "A cell: ours at 4 significant digits, the paper's as printed (`g`: 1057.5, 0.03506, 63.6331)."
+    "A cell: ours at 4 significant digits, the paper's unrounded (`g`: 1057.5, 0.03506, 63.6331; trailing zeros dropped)."
     if v is None or (isinstance(v, float) and not math.isfinite(v)) or v is pd.NA: return ''
     if isinstance(v, (float, np.floating)): return f"{v:g}" if paper else f"{v:.4g}"
     return str(v)
@@ -276,7 +276,7 @@ def write(self: TableRun, rows: list[dict], metrics, notes: str = '', timing_met
           paper_as: dict | None = None) -> pd.DataFrame:
     "Write `<table>.csv`, `<table>.md` (and `timing/<table>.csv`); return the table."
     df = _order_columns(pd.DataFrame(rows), metrics)
-    for c in df.columns:                       # ours rounded to 4 significant digits; the paper's kept as printed
+    for c in df.columns:                       # ours rounded to 4 significant digits; the paper's left unrounded
         if not c.endswith('_paper') and (df[c].dtype == object or df[c].dtype.kind == 'f'): df[c] = df[c].map(_round)
     for c in ('seed', 'n_samples'):
         if c in df: df[c] = pd.array([None if v is None or (isinstance(v, float) and not math.isfinite(v)) else int(v) for v in df[c]], dtype='Int64')
