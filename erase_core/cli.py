@@ -10,7 +10,7 @@ from .core import EraseCoreError, InputError, MissingFileError
 
 # %% auto #0
 __all__ = ['find_pairs', 'output_names', 'check_device', 'check_writable', 'output_format', 'remove', 'flops', 'toy_vae',
-           'toy_segmenter', 'toy_data', 'fixtures', 'bench_cmd', 'train', 'build_parser', 'main']
+           'toy_segmenter', 'toy_data', 'fixtures', 'bench_cmd', 'train', 'reproduce', 'tour', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #2c2ebfdb
 from .data.formats import IMAGE_EXTS      # one list of image extensions, owned by the data layer
@@ -414,6 +414,49 @@ def _add_train_parser(sub):
     t.add_argument('--quiet', action='store_true', help='no progress bar')
     t.set_defaults(func=train)
 
+# %% ../nbs/90_cli.ipynb #c11code01
+def reproduce(args) -> int:
+    import time
+    from erase_core.experiments.tables import reproduce as _reproduce
+    tables = [t for s in (args.tables or []) for t in s.replace(',', ' ').split()] or None
+    t0 = time.time()
+    done = _reproduce(args.scale, tables, device=args.device, retrain='all' if args.retrain else False, paths=args.paths,
+                      n_samples=args.n_samples, seed=args.seed, data_root=args.data_root, results_root=args.results_root,
+                      strict=args.strict, jobs=args.jobs, log=lambda s: print(s, file=sys.stderr))
+    for name, r in done.items():
+        print(f"{name}: {r.get('csv') or r.get('path')}" + (f" ({r['seconds']} s)" if 'seconds' in r else ''))
+    print(f"scale {args.scale}: {len(done) - 1} table(s) in {time.time() - t0:.0f} s", file=sys.stderr)
+    return 0
+
+def _add_reproduce_parser(sub):
+    p = sub.add_parser('reproduce', help="regenerate the papers' tables (papermill, dependency order) and the claims page")
+    p.add_argument('--scale', choices=['smoke', 'toy', 'paper'], default='toy')
+    p.add_argument('--tables', nargs='*', help='table names (default: all): ' + ', '.join(
+        ['compute_accounting', 'yoeo_table1', 'yoeo_table2', 'flashclear_table1', 'flashclear_table2a', 'flashclear_table2b',
+         'flashclear_table4', 'flashclear_table5', 'flashclear_table6']))
+    p.add_argument('--device', default='cpu', help='cpu, cuda, ... (default cpu)')
+    p.add_argument('--retrain', action='store_true', help='toy scale: retrain every checkpoint the tables need first')
+    p.add_argument('--paths', help='paper scale: JSON file of {name: local path} (weights, data sets, metric networks)')
+    p.add_argument('--n-samples', type=int, default=None, help="samples per set (default: the scale's whole set)")
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--data-root', default=None, help='where toy evaluation sets are drawn (default data/toy_eval)')
+    p.add_argument('--results-root', default=None, help='results folder (default results/)')
+    p.add_argument('--jobs', type=int, default=None, help='tables run at once (default 2 at smoke scale, else 1)')
+    p.add_argument('--strict', action='store_true', help='toy scale: stop if a checkpoint is missing or changed')
+    p.set_defaults(func=reproduce)
+
+def tour(args) -> int:
+    from erase_core.experiments.tour import execute_tour
+    execute_tour(args.notebooks or None, flags=args.flags.split(), clean=not args.no_clean)
+    return 0
+
+def _add_tour_parser(sub):
+    p = sub.add_parser('tour', help='execute the tour notebooks (nbs/*.ipynb) in place, with outputs, then nbdev_clean them')
+    p.add_argument('notebooks', nargs='*', help='notebooks (default: every nbs/*.ipynb; not nbs/tables/)')
+    p.add_argument('--flags', default='', help="run cells flagged with these tst_flags too (e.g. 'slow')")
+    p.add_argument('--no-clean', action='store_true', help='skip nbdev_clean afterwards')
+    p.set_defaults(func=tour)
+
 # %% ../nbs/90_cli.ipynb #9869e74b
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog='erase-core', description='Few-step diffusion object erasure (YOEO, FlashClear).')
@@ -477,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(func=fixtures)
     _add_train_parser(sub)
     _add_bench_parser(sub)
+    _add_reproduce_parser(sub)
+    _add_tour_parser(sub)
     return ap
 
 def main(argv=None) -> int:
