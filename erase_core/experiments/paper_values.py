@@ -182,7 +182,7 @@ def paper_source(table: str, method: str, metric: str | None = None, dataset: st
     s = q.source.iloc[0]
     return s if metric is not None else s.rsplit(', column', 1)[0]
 
-# %% ../../nbs/60_experiments.paper_values.ipynb #9e9279fb
+# %% ../../nbs/60_experiments.paper_values.ipynb #ee32575c
 def _text_tokens(lines, label: str, mode: str):
     "The values on the paper's line labelled `label`: tab-separated fields, or words after a prefix, or all words."
     for l in lines:

@@ -247,7 +247,7 @@ def _order_columns(df: pd.DataFrame, metrics) -> pd.DataFrame:
     extra = [c for c in ('flops_total_T',) if c in df]
     last = ['metrics_status', 'paper_source'] + PROVENANCE_COLUMNS
     rest = [c for c in df.columns if c not in first + mcols + extra + last]
-    cols = [c for c in dict.fromkeys(first + mcols + extra + rest + last) if c in df]
+    cols = [c for c in dict.fromkeys(first + mcols + extra + rest + last) if c in df or c in PROVENANCE_COLUMNS]   # every table has every provenance column
     return df.reindex(columns=cols)
 
 def _fmt(v, paper: bool = False) -> str:
