@@ -10,7 +10,7 @@ from .core import EraseCoreError, InputError, MissingFileError
 
 # %% auto #0
 __all__ = ['find_pairs', 'output_names', 'check_device', 'check_writable', 'output_format', 'remove', 'flops', 'toy_vae',
-           'toy_segmenter', 'toy_data', 'fixtures', 'bench_cmd', 'train', 'build_parser', 'main']
+           'toy_segmenter', 'toy_data', 'fixtures', 'bench_cmd', 'train', 'reproduce', 'tour', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #2c2ebfdb
 from .data.formats import IMAGE_EXTS      # one list of image extensions, owned by the data layer
@@ -344,6 +344,7 @@ def train(args) -> int:
     import shlex, time
     from erase_core.training.trainer import get_recipe
     import erase_core.training.yoeo as yoeo                   # registers YOEO's recipes
+    import erase_core.training.flashclear                     # registers objectclear, flashclear, flashclear-2
     over = _parse_sets(args.set)
     for flag, key in (('no_ss', 'ss'), ('no_efc', 'efc'), ('no_d2', 'd2')):
         if getattr(args, flag): over[key] = False
@@ -351,11 +352,14 @@ def train(args) -> int:
     if args.seed is not None: over['seed'] = args.seed
     r = get_recipe(args.recipe, args.scale, **over)
     paths = dict(base=args.base, data=args.data, d2_data=args.d2_data, teacher=args.teacher, student=args.student, disc=args.disc,
-                 segmenter=args.segmenter, vae=args.vae, lpips_weights=args.lpips_weights)
+                 segmenter=args.segmenter, vae=args.vae, lpips_weights=args.lpips_weights,
+                 init=args.init, image_encoder=args.image_encoder, fusion=args.fusion)
     if r.scale == 'toy':
         if r.stage in ('distill', 'joint') and paths['teacher'] is None: paths['teacher'] = _toy_default('yoeo-teacher') / 'unet.safetensors'
         if r.stage == 'joint' and paths['student'] is None:
             d = _toy_default('yoeo-distill'); paths['student'], paths['disc'] = d / 'unet.safetensors', d / 'disc_head.safetensors'
+        if r.stage == 'objectclear' and paths['init'] is None and r.params.get('init'): paths['init'] = _toy_default(r.params['init']) / 'unet.safetensors'
+        if r.stage == 'rad' and paths['base'] is None: paths['base'] = _toy_default(r.params.get('base') or 'objectclear')
         if paths['vae'] is None: paths['vae'] = _toy_default('vae')
         if r.stage == 'joint' and paths['segmenter'] is None: paths['segmenter'] = _toy_default('segmenter')
     if args.publish and r.scale != 'toy': raise InputError("--publish records toy checkpoints only; use --scale toy")
@@ -387,8 +391,8 @@ def _run_seconds(out) -> float:
 
 # %% ../nbs/90_cli.ipynb #b5d7e3c2
 def _add_train_parser(sub):
-    t = sub.add_parser('train', help='run a training stage (yoeo-teacher, yoeo-distill, yoeo-joint) at smoke, toy or paper scale')
-    t.add_argument('recipe', help='yoeo-teacher, yoeo-distill or yoeo-joint')
+    t = sub.add_parser('train', help='run a training stage (yoeo-teacher, yoeo-distill, yoeo-joint, objectclear, flashclear, flashclear-2) at smoke, toy or paper scale')
+    t.add_argument('recipe', help='yoeo-teacher, yoeo-distill, yoeo-joint, objectclear, flashclear or flashclear-2 (ablations: flashclear --set ablation=I|II|III|IV)')
     t.add_argument('--scale', default='smoke', choices=['smoke', 'toy', 'paper'])
     t.add_argument('--out', required=True, help='run folder (recipe, logs, checkpoints, final weights)')
     t.add_argument('--resume', action='store_true', help='continue the run in --out from its last checkpoint')
@@ -402,12 +406,58 @@ def _add_train_parser(sub):
                       ('--d2-data', 'paper scale: COCO instances JSON for D2'), ('--teacher', 'teacher UNet weights (.safetensors)'),
                       ('--student', 'student UNet weights to start from'), ('--disc', 'discriminator head weights to start from'),
                       ('--segmenter', 'entity segmenter folder'), ('--vae', 'autoencoder folder (toy: the trained toy VAE)'),
-                      ('--lpips-weights', "paper scale: LPIPS backbone's torchvision state dict")):
+                      ('--lpips-weights', "paper scale: LPIPS backbone's torchvision state dict"),
+                      ('--init', "UNet weights to start from (objectclear at toy scale: the toy 'yoeo-teacher')"),
+                      ('--image-encoder', 'objectclear/flashclear, paper scale: local CLIP ViT-L/14 vision folder'),
+                      ('--fusion', 'objectclear/flashclear, paper scale: post-fusion weights (file or folder)')):
         t.add_argument(opt, default=None, help=what)
     t.add_argument('--publish', default=None, metavar='NAME', help='toy scale: record the final weights as checkpoints/toy/NAME')
     t.add_argument('--command-line', default=None, help=argparse.SUPPRESS)
     t.add_argument('--quiet', action='store_true', help='no progress bar')
     t.set_defaults(func=train)
+
+# %% ../nbs/90_cli.ipynb #c11code01
+def reproduce(args) -> int:
+    import time
+    from erase_core.experiments.tables import reproduce as _reproduce
+    tables = [t for s in (args.tables or []) for t in s.replace(',', ' ').split()] or None
+    t0 = time.time()
+    done = _reproduce(args.scale, tables, device=args.device, retrain='all' if args.retrain else False, paths=args.paths,
+                      n_samples=args.n_samples, seed=args.seed, data_root=args.data_root, results_root=args.results_root,
+                      strict=args.strict, jobs=args.jobs, log=lambda s: print(s, file=sys.stderr))
+    for name, r in done.items():
+        print(f"{name}: {r.get('csv') or r.get('path')}" + (f" ({r['seconds']} s)" if 'seconds' in r else ''))
+    print(f"scale {args.scale}: {len(done) - 1} table(s) in {time.time() - t0:.0f} s", file=sys.stderr)
+    return 0
+
+def _add_reproduce_parser(sub):
+    p = sub.add_parser('reproduce', help="regenerate the papers' tables (papermill, dependency order) and the claims page")
+    p.add_argument('--scale', choices=['smoke', 'toy', 'paper'], default='toy')
+    p.add_argument('--tables', nargs='*', help='table names (default: all): ' + ', '.join(
+        ['compute_accounting', 'yoeo_table1', 'yoeo_table2', 'flashclear_table1', 'flashclear_table2a', 'flashclear_table2b',
+         'flashclear_table4', 'flashclear_table5', 'flashclear_table6']))
+    p.add_argument('--device', default='cpu', help='cpu, cuda, ... (default cpu)')
+    p.add_argument('--retrain', action='store_true', help='toy scale: retrain every checkpoint the tables need first')
+    p.add_argument('--paths', help='paper scale: JSON file of {name: local path} (weights, data sets, metric networks)')
+    p.add_argument('--n-samples', type=int, default=None, help="samples per set (default: the scale's whole set)")
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--data-root', default=None, help='where toy evaluation sets are drawn (default data/toy_eval)')
+    p.add_argument('--results-root', default=None, help='results folder (default results/)')
+    p.add_argument('--jobs', type=int, default=None, help='tables run at once (default 2 at smoke scale, else 1)')
+    p.add_argument('--strict', action='store_true', help='toy scale: stop if a checkpoint is missing or changed')
+    p.set_defaults(func=reproduce)
+
+def tour(args) -> int:
+    from erase_core.experiments.tour import execute_tour
+    execute_tour(args.notebooks or None, flags=args.flags.split(), clean=not args.no_clean)
+    return 0
+
+def _add_tour_parser(sub):
+    p = sub.add_parser('tour', help='execute the tour notebooks (nbs/*.ipynb) in place, with outputs, then nbdev_clean them')
+    p.add_argument('notebooks', nargs='*', help='notebooks (default: every nbs/*.ipynb; not nbs/tables/)')
+    p.add_argument('--flags', default='', help="run cells flagged with these tst_flags too (e.g. 'slow')")
+    p.add_argument('--no-clean', action='store_true', help='skip nbdev_clean afterwards')
+    p.set_defaults(func=tour)
 
 # %% ../nbs/90_cli.ipynb #9869e74b
 def build_parser() -> argparse.ArgumentParser:
@@ -472,6 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(func=fixtures)
     _add_train_parser(sub)
     _add_bench_parser(sub)
+    _add_reproduce_parser(sub)
+    _add_tour_parser(sub)
     return ap
 
 def main(argv=None) -> int:

@@ -72,6 +72,10 @@ def draw_batch(ds, n: int, gen: torch.Generator, epoch: int) -> dict:
 # %% ../../nbs/41_training.yoeo.ipynb #a0006450
 class EraserStage(Stage):
     "Shared plumbing of YOEO's stages: components, the pipeline's encode/condition, the noise schedule."
+    def __init__(self, recipe: Recipe, **paths):
+        if recipe.scale == 'paper' and not paths.get('base'):             # checked before any model or accelerator is built
+            raise InputError("a paper-scale run needs --base: a local SD-1.5-inpainting folder (unet/, vae/, scheduler/)")
+        super().__init__(recipe, **paths)
     def load(self, unet_weights=None) -> EraserComponents:
         c = stage_components(self.recipe, self.paths.get('base'), unet_weights, self.paths.get('vae'))
         self.components = c
@@ -91,7 +95,10 @@ class EraserStage(Stage):
         dev = next(self.components.vae.parameters()).device
         x, m = b['image'].to(dev), b['mask'].to(dev)
         z0 = self.pipe.encode(b['target'].to(dev) * 2 - 1)
-        masked = self.pipe.encode((x * 2 - 1) * (m < 0.5), generator, self.pipe.masked_latent)
+        if self.pipe.masked_latent == 'sample' and 'masked_noise' in b:    # noise drawn for the global batch, then sharded
+            d = self.components.vae.encode((x * 2 - 1) * (m < 0.5)).latent_dist
+            masked = (d.mean + d.std * b['masked_noise'].to(dev, d.mean.dtype)) * self.components.vae.config.scaling_factor
+        else: masked = self.pipe.encode((x * 2 - 1) * (m < 0.5), generator, self.pipe.masked_latent)
         ml = self.pipe.mask_latents(m, z0.shape[-2:])
         return dict(z0=z0, masked=masked, ml=ml, cond=self.pipe.condition(len(x), *x.shape[-2:]))
 
@@ -120,6 +127,7 @@ class TeacherStage(EraserStage):
         lat_hw = (r.image_size // self.components.vae_scale_factor,) * 2
         b['noise'] = torch.randn(r.batch_size, self.components.vae.config.latent_channels, *lat_hw, generator=g)
         b['t'] = torch.randint(0, self.noise_sched.config.num_train_timesteps, (r.batch_size,), generator=g)
+        b['masked_noise'] = torch.randn(b['noise'].shape, generator=g)
         return b
 
     def step(self, trainer, b):
@@ -244,7 +252,7 @@ class DistillStage(EraserStage):
         lat_hw = (r.image_size // self.components.vae_scale_factor,) * 2; C = self.components.vae.config.latent_channels
         start = 0 if pure_noise else int(torch.multinomial(start_index_probs(K, phase), 1, generator=g))
         b['start'] = torch.full((n,), start)
-        for k in ('noise', 'noise_dmd', 'noise_gan'): b[k] = torch.randn(n, C, *lat_hw, generator=g)
+        for k in ('noise', 'noise_dmd', 'noise_gan', 'masked_noise'): b[k] = torch.randn(n, C, *lat_hw, generator=g)
         b['t_dmd'] = torch.randint(0, self.noise_sched.config.num_train_timesteps, (n,), generator=g)
         b['t_gan'] = torch.tensor(GAN_TIMESTEPS)[torch.randint(0, len(GAN_TIMESTEPS), (n,), generator=g)]
         return b
