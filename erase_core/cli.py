@@ -10,7 +10,7 @@ from .core import EraseCoreError, InputError, MissingFileError
 
 # %% auto #0
 __all__ = ['find_pairs', 'output_names', 'check_device', 'check_writable', 'output_format', 'remove', 'flops', 'toy_vae',
-           'toy_segmenter', 'toy_data', 'fixtures', 'reproduce', 'tour', 'train', 'build_parser', 'main']
+           'toy_segmenter', 'toy_data', 'fixtures', 'bench_cmd', 'train', 'reproduce', 'tour', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #2c2ebfdb
 from .data.formats import IMAGE_EXTS      # one list of image extensions, owned by the data layer
@@ -108,6 +108,7 @@ def _pipeline(args, device):
     kw = dict(RECIPES[recipe])
     if args.steps is not None: kw['steps'] = args.steps
     if args.sampler: kw['sampler'] = args.sampler
+    kw.update(crop=False if getattr(args, 'no_crop', False) else None, crop_margin=getattr(args, 'crop_margin', 0.5))
     pipe = ErasePipeline(comps, **kw)
     check_steps(pipe.steps, pipe.scheduler, '--steps')
     if pipe.device != device: comps.to(device)           # (a needless .to() makes diffusers log a warning)
@@ -250,6 +251,169 @@ def fixtures(args) -> int:
     print(f"fixtures regenerated: {sorted(paths)}; {len(masks)} demo masks")
     return 0
 
+# %% ../nbs/90_cli.ipynb #9ca25d64
+def _size(s: str) -> tuple[int, int]:
+    "'512' or 'WxH' -> (height, width)."
+    try:
+        w, h = (int(v) for v in s.lower().split('x')) if 'x' in s.lower() else (int(s), int(s))
+    except ValueError: raise InputError(f"--size must be N or WxH (e.g. 512 or 912x512), got {s!r}") from None
+    if h < 1 or w < 1: raise InputError(f"--size must be positive, got {s!r}")
+    return h, w
+
+def bench_cmd(args) -> int:
+    import pandas as pd
+    from erase_core.core import pick_device
+    from erase_core.caching.bench import bench, step_bench, METHODS
+    bad = [m for m in args.methods if m not in METHODS]
+    if bad: raise InputError(f"unknown method(s) {bad}; choose from {sorted(METHODS)}")
+    if any(not 0 < f <= 1 for f in args.fractions): raise InputError(f"--fractions must lie in (0, 1], got {args.fractions}")
+    if (args.image is None) != (args.mask is None): raise InputError("--image and --mask go together")
+    h, w = _size(args.size) if args.size else (None, None)
+    image = mask = None
+    if args.image:
+        from erase_core.sampling.pipeline import prepare_pair
+        image, mask = prepare_pair(args.image, args.mask, name=args.image)
+        h, w = image.shape[1:]
+    comps = None
+    if args.model:
+        from erase_core.models.presets import load_components
+        comps = load_components(args.preset, args.model)
+    if args.per_step:
+        meth = [m for m in args.methods if m != 'none']
+        if len(meth) != 1 or image is not None: raise InputError("--per-step measures one method besides 'none' on the synthetic mask")
+        df = step_bench(args.preset, h, w, steps=args.steps, fractions=args.fractions, method=meth[0],
+                        device=str(pick_device(args.device)), seed=args.seed, components=comps, log=lambda s: print(s, file=sys.stderr))
+    else: df = bench(args.preset, h, w, steps=args.steps, fractions=args.fractions, methods=args.methods, repeats=args.repeats,
+               warmup=args.warmup, device=str(pick_device(args.device)), sampler=args.sampler, image=image, mask=mask,
+               flops='timed' if args.flops_in_timed_runs else not args.no_flops, seed=args.seed, components=comps,
+               warmup_once=args.warmup_once, log=lambda s: print(s, file=sys.stderr))
+    pd.set_option('display.width', 250); pd.set_option('display.max_columns', 40)
+    cols = [c for c in ('steps', 'method', 'fraction', 'fg_token_fraction', 'total_s', 'total_cpu_s', 'flops_T', 'speedup', 'cpu_speedup',
+                        'flop_ratio', 'step_time_saving', 'step_cpu_saving', 'step_flop_saving', 'saving_efficiency',
+                        'cpu_saving_efficiency') if c in df]
+    print(f"scale: {df.scale.iloc[0]}; preset {args.preset}; {df['size'].iloc[0]}; device: {df.device.iloc[0]}")
+    print(df[cols].to_string(index=False))
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True); df.to_csv(args.csv, index=False)
+        print(f"written: {args.csv}", file=sys.stderr)
+    return 0
+
+def _add_bench_parser(sub):
+    b = sub.add_parser('bench', help='time and count FLOPs of acceleration methods against each other')
+    b.add_argument('--preset', default='tiny', help='architecture preset (random weights unless --model)')
+    b.add_argument('--model', help='local diffusers folder with real weights')
+    b.add_argument('--size', default=None, help="image size, N or WxH (default: the preset's resolution)")
+    b.add_argument('--steps', type=int, nargs='+', default=[2, 4])
+    b.add_argument('--fractions', type=float, nargs='+', default=[0.05, 0.1, 0.2, 0.4, 1.0],
+                   help='foreground fractions of the synthetic centred mask')
+    b.add_argument('--methods', nargs='+', default=['none', 'fpac'])
+    b.add_argument('--sampler', default='ddim')
+    b.add_argument('--repeats', type=int, default=3, help='timed runs per configuration (median reported)')
+    b.add_argument('--warmup', type=int, default=1, help='untimed runs before the timed ones')
+    b.add_argument('--warmup-once', type=int, default=0, help='uncached one-step erasures before everything (process warm-up)')
+    b.add_argument('--no-flops', action='store_true', help='skip the FLOP-counting run')
+    b.add_argument('--per-step', action='store_true',
+                   help='measure the VAE once and one full and one cached call per fraction, and compose the erasures (for slow models)')
+    b.add_argument('--flops-in-timed-runs', action='store_true',
+                   help='count FLOPs in the timed runs instead of one run more (for slow models; math attention kernel in all runs)')
+    b.add_argument('--image', help='an image to erase instead of the synthetic one (with --mask)')
+    b.add_argument('--mask', help='its mask')
+    b.add_argument('--device', default=None)
+    b.add_argument('--seed', type=int, default=0)
+    b.add_argument('--csv', help='write the table to this CSV file')
+    b.set_defaults(func=bench_cmd)
+
+# %% ../nbs/90_cli.ipynb #4fa68d60
+def _toy_default(name: str):
+    from erase_core.training.checkpoints import toy_checkpoint
+    return toy_checkpoint(name)
+
+def _parse_sets(pairs) -> dict:
+    import ast
+    out = {}
+    for kv in pairs or []:
+        if '=' not in kv: raise InputError(f"--set takes KEY=VALUE, got {kv!r}")
+        k, v = kv.split('=', 1)
+        try: out[k] = ast.literal_eval(v)
+        except (ValueError, SyntaxError): out[k] = v
+    return out
+
+def train(args) -> int:
+    import shlex, time
+    from erase_core.training.trainer import get_recipe
+    import erase_core.training.yoeo as yoeo                   # registers YOEO's recipes
+    import erase_core.training.flashclear                     # registers objectclear, flashclear, flashclear-2
+    over = _parse_sets(args.set)
+    for flag, key in (('no_ss', 'ss'), ('no_efc', 'efc'), ('no_d2', 'd2')):
+        if getattr(args, flag): over[key] = False
+    if args.no_d2: over.setdefault('ss_on_paired', True)      # SS on D1 alone must act on paired samples (see training.yoeo)
+    if args.seed is not None: over['seed'] = args.seed
+    r = get_recipe(args.recipe, args.scale, **over)
+    paths = dict(base=args.base, data=args.data, d2_data=args.d2_data, teacher=args.teacher, student=args.student, disc=args.disc,
+                 segmenter=args.segmenter, vae=args.vae, lpips_weights=args.lpips_weights,
+                 init=args.init, image_encoder=args.image_encoder, fusion=args.fusion)
+    if r.scale == 'toy':
+        if r.stage in ('distill', 'joint') and paths['teacher'] is None: paths['teacher'] = _toy_default('yoeo-teacher') / 'unet.safetensors'
+        if r.stage == 'joint' and paths['student'] is None:
+            d = _toy_default('yoeo-distill'); paths['student'], paths['disc'] = d / 'unet.safetensors', d / 'disc_head.safetensors'
+        if r.stage == 'objectclear' and paths['init'] is None and r.params.get('init'): paths['init'] = _toy_default(r.params['init']) / 'unet.safetensors'
+        if r.stage == 'rad' and paths['base'] is None: paths['base'] = _toy_default(r.params.get('base') or 'objectclear')
+        if paths['vae'] is None: paths['vae'] = _toy_default('vae')
+        if r.stage == 'joint' and paths['segmenter'] is None: paths['segmenter'] = _toy_default('segmenter')
+    if args.publish and r.scale != 'toy': raise InputError("--publish records toy checkpoints only; use --scale toy")
+    command = 'erase-core ' + ' '.join(shlex.quote(a) for a in sys.argv[1:]) if args.command_line is None else args.command_line
+    t0 = time.perf_counter()
+    tr = yoeo.Trainer(yoeo.make_stage(r, **paths), args.out, device=args.device, progress=not args.quiet, command=command)
+    res = tr.fit(max_steps=args.max_steps, resume=args.resume)
+    wall = time.perf_counter() - t0
+    if not tr.is_main: return 0                                # one report from a multi-process run
+    print(f"{r.name} ({r.scale}): {res['steps']}/{r.steps} steps in {wall:.0f} s -> {args.out}" + ('' if res['finished'] else ' (stopped early; --resume continues)'))
+    if args.publish:
+        if not res['finished']: raise InputError("--publish needs a finished run (this one stopped early)")
+        from erase_core.training.checkpoints import publish
+        run = Path(args.out)                                   # the weights, plus the logs and recipe that made them
+        files = sorted(p for p in (run / 'final').iterdir() if p.is_file()) + [run / f for f in ('losses.jsonl', 'recipe.json', 'run.json')]
+        e = publish(args.publish, files, command=command, seed=r.seed, wall_seconds=_run_seconds(args.out),
+                    extra=dict(recipe=r.name, params={k: v for k, v in over.items()}))
+        print(f"published {args.publish}: {', '.join(e['files'])} ({e['bytes'] / 2**20:.1f} MB)")
+    return 0
+
+def _run_seconds(out) -> float:
+    "Training wall time of a run folder (the last logged step's clock, summed over resumed sessions)."
+    from erase_core.training.trainer import read_losses
+    rows, total, last = read_losses(out), 0.0, 0.0
+    for r in rows:
+        if r['seconds'] < last: total += last
+        last = r['seconds']
+    return total + last
+
+# %% ../nbs/90_cli.ipynb #b5d7e3c2
+def _add_train_parser(sub):
+    t = sub.add_parser('train', help='run a training stage (yoeo-teacher, yoeo-distill, yoeo-joint, objectclear, flashclear, flashclear-2) at smoke, toy or paper scale')
+    t.add_argument('recipe', help='yoeo-teacher, yoeo-distill, yoeo-joint, objectclear, flashclear or flashclear-2 (ablations: flashclear --set ablation=I|II|III|IV)')
+    t.add_argument('--scale', default='smoke', choices=['smoke', 'toy', 'paper'])
+    t.add_argument('--out', required=True, help='run folder (recipe, logs, checkpoints, final weights)')
+    t.add_argument('--resume', action='store_true', help='continue the run in --out from its last checkpoint')
+    t.add_argument('--max-steps', type=int, default=None, help='stop this invocation at this step')
+    t.add_argument('--device', default=None, help='cpu, cuda ... (default: what accelerate picks)')
+    t.add_argument('--seed', type=int, default=None)
+    t.add_argument('--set', action='append', metavar='KEY=VALUE', help="change one recipe setting (e.g. --set steps=100 --set teacher_steps=20)")
+    for flag, what in (('--no-ss', 'sundry suppression'), ('--no-efc', 'entity feature consistency'), ('--no-d2', 'unpaired D2 data (D1 only)')):
+        t.add_argument(flag, action='store_true', help=f'joint stage without {what}')
+    for opt, what in (('--base', 'paper scale: local SD-1.5-inpainting folder'), ('--data', 'paper scale: folder of D1 training images'),
+                      ('--d2-data', 'paper scale: COCO instances JSON for D2'), ('--teacher', 'teacher UNet weights (.safetensors)'),
+                      ('--student', 'student UNet weights to start from'), ('--disc', 'discriminator head weights to start from'),
+                      ('--segmenter', 'entity segmenter folder'), ('--vae', 'autoencoder folder (toy: the trained toy VAE)'),
+                      ('--lpips-weights', "paper scale: LPIPS backbone's torchvision state dict"),
+                      ('--init', "UNet weights to start from (objectclear at toy scale: the toy 'yoeo-teacher')"),
+                      ('--image-encoder', 'objectclear/flashclear, paper scale: local CLIP ViT-L/14 vision folder'),
+                      ('--fusion', 'objectclear/flashclear, paper scale: post-fusion weights (file or folder)')):
+        t.add_argument(opt, default=None, help=what)
+    t.add_argument('--publish', default=None, metavar='NAME', help='toy scale: record the final weights as checkpoints/toy/NAME')
+    t.add_argument('--command-line', default=None, help=argparse.SUPPRESS)
+    t.add_argument('--quiet', action='store_true', help='no progress bar')
+    t.set_defaults(func=train)
+
 # %% ../nbs/90_cli.ipynb #c11code01
 def reproduce(args) -> int:
     import time
@@ -293,90 +457,6 @@ def _add_tour_parser(sub):
     p.add_argument('--no-clean', action='store_true', help='skip nbdev_clean afterwards')
     p.set_defaults(func=tour)
 
-# %% ../nbs/90_cli.ipynb #4fa68d60
-def _toy_default(name: str):
-    from erase_core.training.checkpoints import toy_checkpoint
-    return toy_checkpoint(name)
-
-def _parse_sets(pairs) -> dict:
-    import ast
-    out = {}
-    for kv in pairs or []:
-        if '=' not in kv: raise InputError(f"--set takes KEY=VALUE, got {kv!r}")
-        k, v = kv.split('=', 1)
-        try: out[k] = ast.literal_eval(v)
-        except (ValueError, SyntaxError): out[k] = v
-    return out
-
-def train(args) -> int:
-    import shlex, time
-    from erase_core.training.trainer import get_recipe
-    import erase_core.training.yoeo as yoeo                   # registers YOEO's recipes
-    over = _parse_sets(args.set)
-    for flag, key in (('no_ss', 'ss'), ('no_efc', 'efc'), ('no_d2', 'd2')):
-        if getattr(args, flag): over[key] = False
-    if args.no_d2: over.setdefault('ss_on_paired', True)      # SS on D1 alone must act on paired samples (see training.yoeo)
-    if args.seed is not None: over['seed'] = args.seed
-    r = get_recipe(args.recipe, args.scale, **over)
-    paths = dict(base=args.base, data=args.data, d2_data=args.d2_data, teacher=args.teacher, student=args.student, disc=args.disc,
-                 segmenter=args.segmenter, vae=args.vae, lpips_weights=args.lpips_weights)
-    if r.scale == 'toy':
-        if r.stage in ('distill', 'joint') and paths['teacher'] is None: paths['teacher'] = _toy_default('yoeo-teacher') / 'unet.safetensors'
-        if r.stage == 'joint' and paths['student'] is None:
-            d = _toy_default('yoeo-distill'); paths['student'], paths['disc'] = d / 'unet.safetensors', d / 'disc_head.safetensors'
-        if paths['vae'] is None: paths['vae'] = _toy_default('vae')
-        if r.stage == 'joint' and paths['segmenter'] is None: paths['segmenter'] = _toy_default('segmenter')
-    if args.publish and r.scale != 'toy': raise InputError("--publish records toy checkpoints only; use --scale toy")
-    command = 'erase-core ' + ' '.join(shlex.quote(a) for a in sys.argv[1:]) if args.command_line is None else args.command_line
-    t0 = time.perf_counter()
-    tr = yoeo.Trainer(yoeo.make_stage(r, **paths), args.out, device=args.device, progress=not args.quiet, command=command)
-    res = tr.fit(max_steps=args.max_steps, resume=args.resume)
-    wall = time.perf_counter() - t0
-    if not tr.is_main: return 0                                # one report from a multi-process run
-    print(f"{r.name} ({r.scale}): {res['steps']}/{r.steps} steps in {wall:.0f} s -> {args.out}" + ('' if res['finished'] else ' (stopped early; --resume continues)'))
-    if args.publish:
-        if not res['finished']: raise InputError("--publish needs a finished run (this one stopped early)")
-        from erase_core.training.checkpoints import publish
-        run = Path(args.out)                                   # the weights, plus the logs and recipe that made them
-        files = sorted(p for p in (run / 'final').iterdir() if p.is_file()) + [run / f for f in ('losses.jsonl', 'recipe.json', 'run.json')]
-        e = publish(args.publish, files, command=command, seed=r.seed, wall_seconds=_run_seconds(args.out),
-                    extra=dict(recipe=r.name, params={k: v for k, v in over.items()}))
-        print(f"published {args.publish}: {', '.join(e['files'])} ({e['bytes'] / 2**20:.1f} MB)")
-    return 0
-
-def _run_seconds(out) -> float:
-    "Training wall time of a run folder (the last logged step's clock, summed over resumed sessions)."
-    from erase_core.training.trainer import read_losses
-    rows, total, last = read_losses(out), 0.0, 0.0
-    for r in rows:
-        if r['seconds'] < last: total += last
-        last = r['seconds']
-    return total + last
-
-# %% ../nbs/90_cli.ipynb #b5d7e3c2
-def _add_train_parser(sub):
-    t = sub.add_parser('train', help='run a training stage (yoeo-teacher, yoeo-distill, yoeo-joint) at smoke, toy or paper scale')
-    t.add_argument('recipe', help='yoeo-teacher, yoeo-distill or yoeo-joint')
-    t.add_argument('--scale', default='smoke', choices=['smoke', 'toy', 'paper'])
-    t.add_argument('--out', required=True, help='run folder (recipe, logs, checkpoints, final weights)')
-    t.add_argument('--resume', action='store_true', help='continue the run in --out from its last checkpoint')
-    t.add_argument('--max-steps', type=int, default=None, help='stop this invocation at this step')
-    t.add_argument('--device', default=None, help='cpu, cuda ... (default: what accelerate picks)')
-    t.add_argument('--seed', type=int, default=None)
-    t.add_argument('--set', action='append', metavar='KEY=VALUE', help="change one recipe setting (e.g. --set steps=100 --set teacher_steps=20)")
-    for flag, what in (('--no-ss', 'sundry suppression'), ('--no-efc', 'entity feature consistency'), ('--no-d2', 'unpaired D2 data (D1 only)')):
-        t.add_argument(flag, action='store_true', help=f'joint stage without {what}')
-    for opt, what in (('--base', 'paper scale: local SD-1.5-inpainting folder'), ('--data', 'paper scale: folder of D1 training images'),
-                      ('--d2-data', 'paper scale: COCO instances JSON for D2'), ('--teacher', 'teacher UNet weights (.safetensors)'),
-                      ('--student', 'student UNet weights to start from'), ('--disc', 'discriminator head weights to start from'),
-                      ('--segmenter', 'entity segmenter folder'), ('--vae', 'autoencoder folder (toy: the trained toy VAE)'),
-                      ('--lpips-weights', "paper scale: LPIPS backbone's torchvision state dict")):
-        t.add_argument(opt, default=None, help=what)
-    t.add_argument('--publish', default=None, metavar='NAME', help='toy scale: record the final weights as checkpoints/toy/NAME')
-    t.add_argument('--command-line', default=None, help=argparse.SUPPRESS)
-    t.add_argument('--quiet', action='store_true', help='no progress bar')
-    t.set_defaults(func=train)
-
 # %% ../nbs/90_cli.ipynb #9869e74b
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog='erase-core', description='Few-step diffusion object erasure (YOEO, FlashClear).')
@@ -402,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--resize-mask', action='store_true', help='resize masks whose size differs from their image')
     r.add_argument('--overwrite', action='store_true', help='redo outputs that exist already (never an input or mask)')
     r.add_argument('--allow-full-mask', action='store_true', help='allow a mask that covers the whole image (the model generates all of it)')
+    r.add_argument('--no-crop', action='store_true',
+                   help="erase the whole image even when it is larger than the model's working size (default: crop to the mask)")
+    r.add_argument('--crop-margin', type=float, default=0.5, help='context around each mask component, as a fraction of its size')
     r.set_defaults(func=remove)
     f = sub.add_parser('flops', help="parameters and FLOPs per erasure (default: the papers' models)")
     f.add_argument('--preset', default=None)
@@ -436,6 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser('fixtures', help='regenerate the small test fixtures under data/ (COCO, parquet, folder, demo masks)')
     x.set_defaults(func=fixtures)
     _add_train_parser(sub)
+    _add_bench_parser(sub)
     _add_reproduce_parser(sub)
     _add_tour_parser(sub)
     return ap

@@ -216,7 +216,7 @@ def test_allow_full_mask_flag_exists_and_works(tmp_path):
 def test_large_image_warning_names_the_cost(tmp_path, capsys, monkeypatch):
     import erase_core.sampling.pipeline as P
     monkeypatch.setattr(P, 'LARGE_IMAGE_MP', 0.001)                     # a 40x36 image is "large" here: the path, not the size, is tested
-    assert main(['remove', *_single(tmp_path), *SMOKE]) == 0
+    assert main(['remove', *_single(tmp_path), *SMOKE, '--no-crop']) == 0   # cropped to the mask (the default), nothing runs at full size
     warn = [l for l in capsys.readouterr().err.splitlines() if 'megapixels' in l]
     assert len(warn) == 1 and warn[0].startswith('erase-core: warning: image 0 is 40x36') and 'TFLOPs' in warn[0] and 'crop' in warn[0]
     msg = P.large_image_message(P.ErasePipeline(P.load_components('tiny'), 'lcm', 2), 3000, 4000, 2)

@@ -42,7 +42,7 @@ def test_odd_sizes_are_padded_and_cropped_back():
     pipe = ErasePipeline(load_components('tiny'), 'lcm', 2)
     img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (29, 35, 3), dtype=np.uint8))
     m = np.zeros((29, 35), bool); m[3:10, 4:20] = True
-    out, = pipe(img, m, paste_back=True)
+    out, = pipe(img, m, paste_back=True, crop=False)
     assert out.size == (35, 29)
     a, b = np.asarray(out), np.asarray(img)
     assert (a[~m] == b[~m]).all()
@@ -171,3 +171,24 @@ def test_bad_conditions_give_clear_errors():
         pipe([img, img], [mask, mask], prompt_embeds=torch.zeros(3, 8, 32))
     with pytest.raises(InputError, match='cross_attention_dim'):
         pipe(img, mask, prompt_embeds=torch.zeros(1, 8, 31))
+
+
+def test_large_photos_are_cropped_to_the_mask():
+    """A photo larger than the working size is erased in context windows; outside the mask it is the input, exactly;
+    the UNet sees working-size inputs, not the photo."""
+    comps = load_components('tiny')
+    seen = []
+    comps.unet.register_forward_pre_hook(lambda mod, a: seen.append(tuple(a[0].shape)))
+    pipe = ErasePipeline(comps, 'lcm', 2)
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    m = np.zeros((300, 400), bool); m[40:60, 50:70] = True; m[200:230, 300:340] = True
+    out, = pipe(img, m, paste_back=True)
+    a = np.asarray(out).astype(int)
+    assert out.size == (400, 300) and (a[~m] == img[~m]).all() and (a[m] != img[m]).any()
+    assert len(seen) == 2 * 2 and all(s[-1] <= 16 and s[-2] <= 16 for s in seen)     # two windows of <= 32 px, 2 steps
+    seen.clear()
+    whole, = pipe(img, m, paste_back=True, crop=False)
+    assert seen[0][-2:] == (150, 200)                                          # the whole photo, latent factor 2
+    with pytest.raises(InputError, match='mask is'):
+        pipe(img, m[:10])

@@ -37,6 +37,28 @@ def test_objectclear_63_6_tflops_within_one_percent():
     assert abs(r['denoise_T'] / 63.6331 - 1) < 0.01
 
 
+@pytest.mark.parametrize('steps,height,width,pad,paper', [(4, 512, 512, True, 8.6477), (2, 512, 512, True, 4.3238),
+                                                          (4, 512, 912, False, 15.6)])
+def test_flashclear_tflops_are_unmerged_lora_calls_within_one_percent(steps, height, width, pad, paper):
+    """FlashClear's published FLOPs: the SDXL-inpainting UNet carrying an unmerged rank-256 LoRA (REFERENCE.md);
+    RORD-Val's 15.6 T at 912x512 (shorter side resized to 512, sides multiples of 8, no padding)."""
+    from erase_core.metrics.compute import erasure_flops
+    r = erasure_flops('sdxl-inpaint', height, width, steps=steps, lora_rank=256, pad=pad)
+    assert abs(r['denoise_T'] / paper - 1) < 0.01, r['denoise_T']
+    assert abs(r['denoise_T'] / r['merged_T'] - 1.36) < 0.01      # merged, the LoRA costs nothing
+
+
+def test_accounting_csv_matches_the_code():
+    import pandas as pd
+    from erase_core.metrics.compute import paper_flops_table
+    csv = pd.read_csv(ROOT / 'results' / 'compute_accounting.csv')
+    tab = paper_flops_table()
+    assert list(csv.model) == list(tab.model)
+    assert (csv.denoise_T - tab.denoise_T).abs().max() < 1e-3 and (csv.merged_T - tab.merged_T).abs().max() < 1e-3
+    got = csv.set_index('model').paper_over_ours.dropna()
+    assert ((got - 1).abs() < 0.01).all(), got
+
+
 def test_flops_scale_with_steps_and_guidance():
     from erase_core.metrics.compute import erasure_flops, unet_call_flops
     a = erasure_flops('tiny', 32, 32, steps=2)

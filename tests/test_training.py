@@ -119,3 +119,16 @@ def test_paper_recipe_loads_a_local_sd15_layout_folder(tmp_path):
                 '--set', 'steps=1', '--set', 'batch_size=2', '--set', 'grad_accum=1', '--set', 'image_size=32', '--set', 'mixed_precision="no"',
                 '--data', ROOT / 'data' / 'fixtures' / 'folder' / 'gt')
     assert rc == 0 and (tmp_path / 'p' / 'final' / 'unet.safetensors').exists()
+
+
+def test_table2_ablations_are_switches_of_one_recipe(teacher, tmp_path):
+    "YOEO's Table 2 rows are `yoeo-joint` with --no-ss / --no-efc / --no-d2; the run folder records which."
+    w = teacher / 'final' / 'unet.safetensors'
+    assert _train('yoeo-distill', '--scale', 'smoke', '--out', tmp_path / 'd', '--teacher', w) == 0
+    d = tmp_path / 'd' / 'final'
+    src = ['--teacher', w, '--student', d / 'unet.safetensors', '--disc', d / 'disc_head.safetensors']
+    assert _train('yoeo-joint', '--scale', 'smoke', '--out', tmp_path / 'ss', '--no-d2', '--no-efc', *src, '--set', 'steps=1') == 0
+    p = json.loads((tmp_path / 'ss' / 'recipe.json').read_text())['params']
+    assert (p['ss'], p['efc'], p['d2'], p['ss_on_paired']) == (True, False, False, True)   # SS on D1 alone acts on paired samples
+    rows = read_losses(tmp_path / 'ss')
+    assert rows[0]['efc'] == 0 and 'sundries' in rows[0]

@@ -123,8 +123,10 @@ class _BlockHook(ModelHook):
 
 
 class TokenMapProcessor:
-    """Cross-attention with explicit probabilities (diffusers' `AttnProcessor` arithmetic) that hands the
-    probabilities of one condition token, averaged over heads, to `sink(name, probs (B, N))`."""
+    """Cross-attention with explicit probabilities (the arithmetic of diffusers' `AttnProcessor`) that hands the
+    probabilities of one condition token, averaged over heads, to `sink(name, probs (B, N))`.
+    The scores are laid out (heads, condition tokens, image tokens) and normalised over dimension 1: a softmax
+    over a last dimension of 8-77 entries is slow on CPU (2.7 ms against 0.2 ms measured here for 8 x 1024 x 8)."""
     def __init__(self, name: str, token: int, sink):
         self.name, self.token, self.sink = name, token, sink
 
@@ -132,12 +134,16 @@ class TokenMapProcessor:
         B, N, _ = hidden_states.shape
         ehs = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         if attn.norm_cross and encoder_hidden_states is not None: ehs = attn.norm_encoder_hidden_states(ehs)
-        if attention_mask is not None: attention_mask = attn.prepare_attention_mask(attention_mask, ehs.shape[1], B)
         q = attn.head_to_batch_dim(attn.to_q(hidden_states))
         k, v = attn.head_to_batch_dim(attn.to_k(ehs)), attn.head_to_batch_dim(attn.to_v(ehs))
-        probs = attn.get_attention_scores(q, k, attention_mask)          # (B * heads, N, S)
-        if self.token < probs.shape[-1]: self.sink(self.name, probs[..., self.token].view(B, attn.heads, N).mean(1))
-        out = attn.batch_to_head_dim(torch.bmm(probs, v))
+        dtype = q.dtype
+        if attn.upcast_attention: q, k = q.float(), k.float()
+        scores = torch.bmm(k, q.transpose(1, 2)) * attn.scale                  # (B * heads, S, N)
+        if attention_mask is not None:
+            scores = scores + attn.prepare_attention_mask(attention_mask, ehs.shape[1], B).transpose(1, 2)
+        probs = scores.float().softmax(1).to(dtype) if attn.upcast_softmax else scores.softmax(1)
+        if self.token < probs.shape[1]: self.sink(self.name, probs[:, self.token].view(B, attn.heads, N).mean(1))
+        out = attn.batch_to_head_dim(torch.bmm(probs.transpose(1, 2), v))
         return attn.to_out[1](attn.to_out[0](out)) / attn.rescale_output_factor
 
 # %% ../../nbs/45_caching.fpac.ipynb #6f3d0efb

@@ -13,8 +13,8 @@ from ..core import InputError
 from ..models.presets import get_preset, build_unet, build_vae, n_params, Preset
 
 # %% auto #0
-__all__ = ['PAPER_FLOPS', 'count_flops', 'size_multiple', 'padded_size', 'unet_call_flops', 'vae_flops', 'erasure_flops',
-           'paper_flops_table']
+__all__ = ['LORA_TARGETS', 'PAPER_FLOPS', 'count_flops', 'size_multiple', 'padded_size', 'run_size', 'lora_unet',
+           'unet_call_flops', 'vae_flops', 'erasure_flops', 'paper_flops_table']
 
 # %% ../../nbs/50_metrics.compute.ipynb #d0fb9113
 def count_flops(fn, *args, **kwargs) -> tuple[int, dict]:
@@ -35,6 +35,28 @@ def padded_size(preset, height: int, width: int) -> tuple[int, int]:
     if height < 1 or width < 1: raise InputError(f"image size must be positive, got {height}x{width}")
     return math.ceil(height / m) * m, math.ceil(width / m) * m
 
+# %% ../../nbs/50_metrics.compute.ipynb #8c01de9e
+def run_size(preset, height: int, width: int, pad: bool = True) -> tuple[int, int]:
+    "The size the model processes: padded to the pipeline's multiple (`pad=True`), or rounded to the VAE's factor."
+    if not pad:
+        f = get_preset(preset).vae_scale_factor
+        if height < f or width < f: raise InputError(f"image size must be at least {f}x{f}, got {height}x{width}")
+        return height // f * f, width // f * f
+    return padded_size(preset, height, width)
+
+# %% ../../nbs/50_metrics.compute.ipynb #2f207d95
+LORA_TARGETS = ('to_q', 'to_k', 'to_v', 'to_out.0', 'ff.net.0.proj', 'ff.net.2', 'proj_in', 'proj_out',
+                'conv1', 'conv2', 'conv_shortcut', 'downsamplers.0.conv', 'upsamplers.0.conv')
+
+@lru_cache(maxsize=None)
+def lora_unet(preset: str, rank: int, targets: tuple = LORA_TARGETS):
+    "The preset's UNet on the meta device carrying an unmerged peft LoRA of `rank` on `targets` (diffusers' adapter API)."
+    from peft import LoraConfig
+    if rank < 1: raise InputError(f"LoRA rank must be >= 1, got {rank}")
+    unet = build_unet(preset, 'meta')
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=list(targets), init_lora_weights=False))
+    return unet
+
 # %% ../../nbs/50_metrics.compute.ipynb #20e1f873
 @lru_cache(maxsize=None)
 def _meta_unet(name: str): return build_unet(name, 'meta')
@@ -43,10 +65,10 @@ def _meta_unet(name: str): return build_unet(name, 'meta')
 def _meta_vae(name: str): return build_vae(name, 'meta')
 
 @lru_cache(maxsize=None)
-def unet_call_flops(preset: str, height: int, width: int) -> int:
-    "FLOPs of one UNet call at batch 1 for an image of `height` x `width` pixels (after padding)."
-    p = get_preset(preset); h, w = padded_size(p, height, width); f = p.vae_scale_factor
-    unet = _meta_unet(p.name)
+def unet_call_flops(preset: str, height: int, width: int, lora_rank: int = 0, pad: bool = True) -> int:
+    "FLOPs of one UNet call at batch 1 for an image of `height` x `width` pixels, carrying an unmerged LoRA of `lora_rank`."
+    p = get_preset(preset); h, w = run_size(p, height, width, pad); f = p.vae_scale_factor
+    unet = lora_unet(p.name, lora_rank) if lora_rank else _meta_unet(p.name)
     with torch.device('meta'):
         x = torch.empty(1, p.unet['in_channels'], h // f, w // f)
         kw = dict(encoder_hidden_states=torch.empty(1, p.seq_len, p.cross_attention_dim))
@@ -54,49 +76,56 @@ def unet_call_flops(preset: str, height: int, width: int) -> int:
         return count_flops(unet, x, torch.tensor(999), **kw)[0]
 
 @lru_cache(maxsize=None)
-def vae_flops(preset: str, height: int, width: int) -> dict:
+def vae_flops(preset: str, height: int, width: int, pad: bool = True) -> dict:
     "FLOPs of one VAE encode and one decode at batch 1."
-    p = get_preset(preset); h, w = padded_size(p, height, width); f = p.vae_scale_factor
+    p = get_preset(preset); h, w = run_size(p, height, width, pad); f = p.vae_scale_factor
     vae = _meta_vae(p.name)
     with torch.device('meta'):
         enc = count_flops(vae.encode, torch.empty(1, 3, h, w))[0]
         dec = count_flops(vae.decode, torch.empty(1, p.vae['latent_channels'], h // f, w // f))[0]
     return dict(encode=enc, decode=dec)
 
-# %% ../../nbs/50_metrics.compute.ipynb #78a788e6
-def erasure_flops(preset: str, height: int = 512, width: int = 512, steps: int = 4, guidance: bool = False) -> dict:
-    "Parameters and FLOPs of one erasure: UNet calls (x2 with guidance), VAE encode and decode."
+# %% ../../nbs/50_metrics.compute.ipynb #2ad3e32d
+def erasure_flops(preset: str, height: int = 512, width: int = 512, steps: int = 4, guidance: bool = False,
+                  lora_rank: int = 0, pad: bool = True) -> dict:
+    """Parameters and FLOPs of one erasure: UNet calls (x2 with guidance), VAE encode and decode. With `lora_rank`
+    the UNet carries an unmerged LoRA (`denoise_T`); `merged_T` is the same erasure with the LoRA merged."""
     if steps < 1: raise InputError(f"steps must be >= 1, got {steps}")
     p = get_preset(preset)
-    call = unet_call_flops(p.name, height, width)
+    call = unet_call_flops(p.name, height, width, lora_rank, pad)
+    base = unet_call_flops(p.name, height, width, 0, pad)
     calls = steps * (2 if guidance else 1)
-    v = vae_flops(p.name, height, width)
-    ph, pw = padded_size(p, height, width)
+    v = vae_flops(p.name, height, width, pad)
+    ph, pw = run_size(p, height, width, pad)
     return dict(preset=p.name, height=height, width=width, padded=f'{pw}x{ph}',           # printed as width x height
-                steps=steps, guidance=guidance, unet_params=n_params(_meta_unet(p.name)), vae_params=n_params(_meta_vae(p.name)),
-                unet_call_T=call / 1e12, unet_calls=calls, denoise_T=calls * call / 1e12,
-                vae_encode_T=v['encode'] / 1e12, vae_decode_T=v['decode'] / 1e12,
+                steps=steps, guidance=guidance, lora_rank=lora_rank, unet_params=n_params(_meta_unet(p.name)),
+                lora_params=n_params(lora_unet(p.name, lora_rank)) - n_params(_meta_unet(p.name)) if lora_rank else 0,
+                vae_params=n_params(_meta_vae(p.name)), unet_call_T=call / 1e12, unet_calls=calls, denoise_T=calls * call / 1e12,
+                merged_T=calls * base / 1e12, vae_encode_T=v['encode'] / 1e12, vae_decode_T=v['decode'] / 1e12,
                 total_T=(calls * call + v['encode'] + v['decode']) / 1e12)
 
-# %% ../../nbs/50_metrics.compute.ipynb #aaa5f936
-PAPER_FLOPS = [  # (label, preset, height, width, steps, guidance, paper TFLOPs or None, source)
+# %% ../../nbs/50_metrics.compute.ipynb #0f447267
+PAPER_FLOPS = [  # (label, preset, height, width, steps, guidance, paper TFLOPs or None, source[, LoRA rank, pad])
     ('ObjectClear (20 steps, CFG)', 'sdxl-inpaint', 512, 512, 20, True, 63.6331, 'FlashClear Tab. 2a/4'),
-    ('FlashClear 4-step', 'sdxl-inpaint', 512, 512, 4, False, 8.6477, 'FlashClear Tab. 4'),
-    ('FlashClear 2-step', 'sdxl-inpaint', 512, 512, 2, False, 4.3238, 'FlashClear Tab. 4'),
-    ('ObjectClear (20 steps, CFG) @960x540', 'sdxl-inpaint', 540, 960, 20, True, None, ''),
-    ('FlashClear 4-step @960x540', 'sdxl-inpaint', 540, 960, 4, False, 15.6, 'FlashClear Tab. 1'),
-    ('FlashClear 2-step @960x540', 'sdxl-inpaint', 540, 960, 2, False, None, ''),
+    ('FlashClear 4-step (unmerged LoRA r256)', 'sdxl-inpaint', 512, 512, 4, False, 8.6477, 'FlashClear Tab. 4', 256, True),
+    ('FlashClear 2-step (unmerged LoRA r256)', 'sdxl-inpaint', 512, 512, 2, False, 4.3238, 'FlashClear Tab. 4', 256, True),
+    ('ObjectClear (20 steps, CFG) @912x512', 'sdxl-inpaint', 512, 912, 20, True, None, '', 0, False),
+    ('FlashClear 4-step (unmerged LoRA r256) @912x512', 'sdxl-inpaint', 512, 912, 4, False, 15.6, 'FlashClear Tab. 1 (RORD-Val)', 256, False),
+    ('FlashClear 2-step (unmerged LoRA r256) @912x512', 'sdxl-inpaint', 512, 912, 2, False, None, '', 256, False),
     ('YOEO 2-step', 'sd15-inpaint', 512, 512, 2, False, None, 'not reported'),
     ('YOEO 2-step @960x540', 'sd15-inpaint', 540, 960, 2, False, None, 'not reported'),
 ]
 
 def paper_flops_table(rows=PAPER_FLOPS) -> pd.DataFrame:
-    "Our FLOPs accounting for the papers' models, with each paper's own figure beside ours where it gives one."
+    """Our FLOPs accounting for the papers' models, with each paper's own figure beside ours where it gives one,
+    and, for LoRA models, the cost with the LoRA merged (`merged_T`)."""
     out = []
-    for label, preset, h, w, steps, cfg, paper, src in rows:
-        r = erasure_flops(preset, h, w, steps, cfg)
+    for label, preset, h, w, steps, cfg, paper, src, *extra in rows:
+        lora, pad = (list(extra) + [0, True][len(extra):])[:2]
+        r = erasure_flops(preset, h, w, steps, cfg, lora, pad)
         out.append(dict(model=label, scale='paper (architecture only)', preset=preset, size=f'{w}x{h}', runs_at=r['padded'],
-                        steps=steps, cfg=cfg, unet_params=r['unet_params'], unet_call_T=round(r['unet_call_T'], 4),
-                        denoise_T=round(r['denoise_T'], 4), with_vae_T=round(r['total_T'], 4),
-                        paper_T=paper, paper_over_ours=round(paper / r['denoise_T'], 3) if paper else None, paper_source=src))
+                        steps=steps, cfg=cfg, lora=f'r{lora} unmerged' if lora else '', unet_params=r['unet_params'],
+                        lora_params=r['lora_params'], unet_call_T=round(r['unet_call_T'], 4), denoise_T=round(r['denoise_T'], 4),
+                        merged_T=round(r['merged_T'], 4), with_vae_T=round(r['total_T'], 4),
+                        paper_T=paper, paper_over_ours=round(paper / r['denoise_T'], 4) if paper else None, paper_source=src))
     return pd.DataFrame(out)

@@ -34,6 +34,7 @@ class Preset:
     resolution: int = 512        # default image side in pixels
     seq_len: int = 77            # tokens in the conditioning sequence
     pooled_dim: int = 0          # SDXL's pooled text embedding (0 = none)
+    masked_latent: str = 'sample'  # how the pipeline encodes the masked image: a posterior 'sample' (diffusers) or its 'mode'
     scale: str = 'paper'         # which scale this preset belongs to
     about: str = ''
 
@@ -76,7 +77,7 @@ PRESETS['tiny'] = Preset(
              up_block_types=('UpDecoderBlock2D',) * 2, norm_num_groups=8, scaling_factor=1.0))
 
 PRESETS['toy'] = Preset(
-    'toy', scale='toy', resolution=64, seq_len=8, about='toy-world eraser: 64 px images, 16x16x4 latents',
+    'toy', scale='toy', resolution=64, seq_len=8, masked_latent='mode', about='toy-world eraser: 64 px images, 16x16x4 latents',
     unet=dict(sample_size=16, in_channels=9, out_channels=4, layers_per_block=1, cross_attention_dim=64,
               block_out_channels=(32, 64, 128), attention_head_dim=8, norm_num_groups=16,
               down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'),

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/20_sampling.pipeline.ipynb #1a278080
 from __future__ import annotations
-import inspect, warnings
+import inspect, math, warnings
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 import numpy as np
@@ -20,7 +20,8 @@ from ..models.presets import EraserComponents, load_components
 
 # %% auto #0
 __all__ = ['SAMPLERS', 'RECIPES', 'LARGE_IMAGE_MP', 'make_scheduler', 'max_steps', 'check_steps', 'prepare_pair',
-           'large_image_message', 'pad_to_multiple', 'StepContext', 'current_step', 'SamplingState', 'ErasePipeline']
+           'large_image_message', 'pad_to_multiple', 'mask_windows', 'feather_alpha', 'StepContext', 'current_step',
+           'SamplingState', 'ErasePipeline']
 
 # %% ../../nbs/20_sampling.pipeline.ipynb #0f7fd719
 SAMPLERS = {
@@ -103,7 +104,8 @@ def large_image_message(pipe, height: int, width: int, steps: int, name: str = '
     except Exception:
         cost = f"at least {ratio:.0f}x the work of a 512x512 erasure"
     return (f"{name} is {width}x{height} ({height * width / 1e6:.1f} megapixels): the model runs at full size, {cost}; "
-            "expect a long run (minutes to hours on a CPU): crop around the mask or downscale first")
+            "expect a long run (minutes to hours on a CPU): leave cropping to the mask on (crop=None; command line: "
+            "drop --no-crop) or downscale first")
 
 def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = 'reflect', value: float = 0.) -> tuple[torch.Tensor, tuple[int, int]]:
     "Pad (..., H, W) at the bottom and right to multiples of `multiple`; return the tensor and the original (H, W)."
@@ -113,6 +115,50 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = 'reflect', value
     if mode == 'reflect' and (ph >= h or pw >= w): mode = 'replicate'   # reflection needs a pad smaller than the side
     if mode == 'constant': return F.pad(x, (0, pw, 0, ph), value=value), (h, w)
     return F.pad(x[None] if x.ndim == 3 else x, (0, pw, 0, ph), mode=mode).reshape(*x.shape[:-2], h + ph, w + pw), (h, w)
+
+# %% ../../nbs/20_sampling.pipeline.ipynb #e5305dfd
+def _grow(box, margin, min_side, H, W):
+    "`box` grown by `margin` of its sides, then to `min_side` where the image allows, moved inside the (H, W) image."
+    t, l, b, r = box
+    dh, dw = int(round((b - t) * margin)), int(round((r - l) * margin))
+    t, b, l, r = t - dh, b + dh, l - dw, r + dw
+    bh, bw = max(b - t, min(min_side, H)), max(r - l, min(min_side, W))
+    ct, cl = (t + b) / 2, (l + r) / 2
+    t, l = int(round(ct - bh / 2)), int(round(cl - bw / 2))
+    t, l = min(max(t, 0), H - bh) if bh <= H else 0, min(max(l, 0), W - bw) if bw <= W else 0
+    return t, l, min(t + bh, H), min(l + bw, W)
+
+def _merge(boxes):
+    "Overlapping boxes replaced by their bounding box, until none overlap."
+    boxes = list(boxes)
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                a, c = boxes[i], boxes[j]
+                if a[0] < c[2] and c[0] < a[2] and a[1] < c[3] and c[1] < a[3]:
+                    boxes[i] = (min(a[0], c[0]), min(a[1], c[1]), max(a[2], c[2]), max(a[3], c[3]))
+                    del boxes[j]; merged = True; break
+            if merged: break
+    return sorted(boxes)
+
+def mask_windows(mask: torch.Tensor, working: int, margin: float = 0.5) -> list[tuple[int, int, int, int]]:
+    "Context windows (top, left, bottom, right) around the components of a (1,H,W) or (H,W) mask, merged where they overlap."
+    from scipy import ndimage
+    m = mask.reshape(mask.shape[-2:]).numpy() > 0.5
+    H, W = m.shape
+    lab, n = ndimage.label(m)
+    boxes = [(s[0].start, s[1].start, s[0].stop, s[1].stop) for s in ndimage.find_objects(lab)]
+    return _merge(_grow(b, margin, working, H, W) for b in boxes)
+
+def feather_alpha(mask: torch.Tensor, width: int) -> torch.Tensor:
+    "0 outside the (1,h,w) mask, rising to 1 over about 2 x `width` pixels inside it (a soft edge that never leaves the mask)."
+    if width <= 0: return mask.float()
+    k, out = 2 * width + 1, 1 - mask[None].float()
+    grown = F.max_pool2d(out, k, stride=1, padding=width)
+    soft = F.avg_pool2d(grown, k, stride=1, padding=width, count_include_pad=False)
+    return (1 - torch.maximum(out, soft))[0]
 
 # %% ../../nbs/20_sampling.pipeline.ipynb #5464f9a0
 @dataclass
@@ -169,11 +215,14 @@ class SamplingState:
 class ErasePipeline:
     "Few-step diffusion object erasure with an inpainting UNet; see `__call__`."
     def __init__(self, components: EraserComponents, sampler: str = 'lcm', steps: int = 2, guidance_scale: float = 1.0,
-                 masked_latent: str = 'sample', latent_mask: str = 'nearest', **scheduler_kwargs):
+                 masked_latent: str | None = None, latent_mask: str = 'nearest', crop: bool | None = None,
+                 crop_margin: float = 0.5, **scheduler_kwargs):
+        masked_latent = masked_latent or components.preset.masked_latent      # the preset's choice (toy: 'mode')
         if masked_latent not in ('sample', 'mode'): raise InputError(f"masked_latent must be 'sample' or 'mode', got {masked_latent!r}")
         if latent_mask not in ('nearest', 'maxpool'): raise InputError(f"latent_mask must be 'nearest' or 'maxpool', got {latent_mask!r}")
         self.components, self.sampler_name, self.steps, self.guidance_scale = components, sampler, steps, guidance_scale
         self.masked_latent, self.latent_mask = masked_latent, latent_mask
+        self.crop, self.crop_margin = crop, crop_margin      # None: crop to the mask when the image exceeds the working size
         self.scheduler = make_scheduler(sampler, components.scheduler_config, **scheduler_kwargs)
         self.context = StepContext()
 
@@ -339,20 +388,61 @@ def _check_rows(t, n: int, ndim: int, name: str):
 
 # %% ../../nbs/20_sampling.pipeline.ipynb #e2d31fbb
 @patch
+def _crops(self: ErasePipeline, x, crop) -> bool:
+    "Whether image `x` is erased in context windows: `crop=True`, or `None` and a side exceeds the working size."
+    return crop is True or (crop is None and max(x.shape[-2:]) > self.components.preset.resolution)
+
+@patch
+def _jobs(self: ErasePipeline, pairs, crop, margin) -> list:
+    "(image index, window or None, image, mask) to erase: whole images, or context windows resized to the working size."
+    working = self.components.preset.resolution
+    jobs = []
+    for k, (x, m) in enumerate(pairs):
+        if not m.any(): continue
+        if not self._crops(x, crop):
+            jobs.append((k, None, x, m)); continue
+        for t, l, b, r in mask_windows(m, working, margin):
+            xw, mw = x[:, t:b, l:r], m[:, t:b, l:r]
+            s = min(1.0, working / max(b - t, r - l))
+            if s < 1:
+                size = (max(1, round((b - t) * s)), max(1, round((r - l) * s)))
+                xw = F.interpolate(xw[None], size, mode='bilinear', antialias=True, align_corners=False)[0].clamp(0, 1)
+                mw = (F.interpolate(mw[None], size, mode='area')[0] > 0).float()    # any masked pixel masks the cell
+            jobs.append((k, (t, l, b, r), xw, mw))
+    return jobs
+
+@patch
+def _paste(self: ErasePipeline, out, y, box, mask, paste_back: bool):
+    "Paste the erased window `y` back into `out` (a copy) at `box`, resized, with a feathered edge around the mask."
+    t, l, b, r = box
+    if y.shape[1:] != (b - t, r - l):
+        y = F.interpolate(y[None], (b - t, r - l), mode='bicubic', align_corners=False)[0].clamp(0, 1)
+    feather = max(1, math.ceil(max(b - t, r - l) / self.components.preset.resolution / 2))
+    inside = mask[:, t:b, l:r] if paste_back else F.pad(torch.ones(1, b - t - 2, r - l - 2), (1, 1, 1, 1))
+    alpha = feather_alpha(inside, feather)
+    out = out.clone()
+    out[:, t:b, l:r] = y * alpha + out[:, t:b, l:r] * (1 - alpha)
+    return out
+
+# %% ../../nbs/20_sampling.pipeline.ipynb #bb1931b5
+@patch
 @torch.no_grad()
 def __call__(self: ErasePipeline, images, masks, seed: int | None = 0, generator=None, steps: int | None = None,
              paste_back: bool = False, output_type: str = 'pil', resize_mask: bool = False,
              allow_full_mask: bool = False, progress: bool = False, cross_attention_kwargs=None,
              prompt_embeds: torch.Tensor | None = None, pooled_embeds: torch.Tensor | None = None,
-             callback_on_step_end=None, fusion=None):
+             callback_on_step_end=None, fusion=None, crop: bool | None = None, crop_margin: float | None = None):
     """Erase the masked regions of `images` (one or a list: paths, PIL images, arrays or (3,H,W) tensors).
 
     Returns one output per image at its input size: PIL images (`output_type='pil'`) or (3,H,W)
     tensors in [0,1] (`'pt'`). `paste_back=True` copies the unmasked pixels from the input.
     Images of one size are denoised as one batch, drawing noise from one generator seeded with `seed`.
     `prompt_embeds` (B,S,D) / `pooled_embeds` (B,P) give one condition per image (one row: for all);
-    `callback_on_step_end(pipe, step_index, timestep, state)` runs after every step; `fusion` see above."""
+    `callback_on_step_end(pipe, step_index, timestep, state)` runs after every step; `fusion` see above.
+    `crop` (default: the pipeline's, None = when the image exceeds the working size) erases context windows
+    around the mask's components instead of the whole image (see "Large photos")."""
     if output_type not in ('pil', 'pt'): raise InputError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
+    crop = self.crop if crop is None else crop
     imgs, msks = _as_list(images), _as_list(masks)
     if len(imgs) != len(msks): raise InputError(f"got {len(imgs)} images but {len(msks)} masks")
     pairs = [prepare_pair(i, m, resize_mask, name=f'image {k}') for k, (i, m) in enumerate(zip(imgs, msks))]
@@ -361,25 +451,26 @@ def __call__(self: ErasePipeline, images, masks, seed: int | None = 0, generator
         if m.min() == 1 and not allow_full_mask:
             raise InputError(f"image {k}: the mask covers the whole image, leaving no context to erase towards; "
                              "pass allow_full_mask=True (command line: --allow-full-mask) to generate the whole image")
-        if m.any() and (mp := x.shape[1] * x.shape[2] / 1e6) > LARGE_IMAGE_MP:
+        if m.any() and (mp := x.shape[1] * x.shape[2] / 1e6) > LARGE_IMAGE_MP and not self._crops(x, crop):
             warnings.warn(large_image_message(self, x.shape[1], x.shape[2], steps, f'image {k}'), stacklevel=2)
     prompt_embeds = _check_rows(prompt_embeds, len(pairs), 3, 'prompt_embeds')
     pooled_embeds = _check_rows(pooled_embeds, len(pairs), 2, 'pooled_embeds')
     if generator is None: generator = torch.Generator(self.device).manual_seed(seed if seed is not None else 0)
     outs: list = [x for x, _ in pairs]                  # empty masks: the input, unchanged (already a copy)
-    todo = [k for k, (_, m) in enumerate(pairs) if m.any()]
+    jobs = self._jobs(pairs, crop, self.crop_margin if crop_margin is None else crop_margin)
     mult = self.components.size_multiple
-    padded = {k: (pad_to_multiple(pairs[k][0], mult)[0], pad_to_multiple(pairs[k][1], mult, 'constant')[0]) for k in todo}
+    padded = [(pad_to_multiple(x, mult)[0], pad_to_multiple(m, mult, 'constant')[0]) for _, _, x, m in jobs]
     groups: dict = {}
-    for k in todo: groups.setdefault(tuple(padded[k][0].shape), []).append(k)
-    for ks in groups.values():
-        xs = torch.stack([padded[k][0] for k in ks])
-        ms = torch.stack([padded[k][1] for k in ks])
-        ys = self._erase_batch(xs, ms, ks, generator, steps, progress, cross_attention_kwargs,
+    for j, (x, _) in enumerate(padded): groups.setdefault(tuple(x.shape), []).append(j)
+    for js in groups.values():
+        xs = torch.stack([padded[j][0] for j in js])
+        ms = torch.stack([padded[j][1] for j in js])
+        ys = self._erase_batch(xs, ms, [jobs[j][0] for j in js], generator, steps, progress, cross_attention_kwargs,
                                prompt_embeds, pooled_embeds, callback_on_step_end, fusion)
-        for k, y in zip(ks, ys):
-            x, m = pairs[k]
+        for j, y in zip(js, ys):
+            k, box, x, m = jobs[j]
             y = y[:, :x.shape[1], :x.shape[2]]
-            outs[k] = y * m + x * (1 - m) if paste_back else y
+            if box is None: outs[k] = y * m + x * (1 - m) if paste_back else y
+            else: outs[k] = self._paste(outs[k], y, box, pairs[k][1], paste_back)
     if output_type == 'pil': outs = [tensor_to_image(o) for o in outs]
     return outs
