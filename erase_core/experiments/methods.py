@@ -93,8 +93,8 @@ METHODS = {
     'yoeo': dict(_YO, checkpoint='yoeo-joint', recipe='yoeo', label='YOEO: SS + EFC + D2 (2 LCM steps)'),
     'yoeo-teacher': dict(_YO, checkpoint='yoeo-teacher', recipe='yoeo-teacher', label='YOEO teacher (stage 1, 20 DPM steps)'),
     'yoeo-distill': dict(_YO, checkpoint='yoeo-distill', recipe='yoeo', label='distilled student, D1 only (no SS, no EFC)'),
-    'yoeo-joint-efc': dict(_YO, checkpoint='yoeo-joint-efc', recipe='yoeo', label='+ EFC (with D2)'),
-    'yoeo-joint-ss': dict(_YO, checkpoint='yoeo-joint-ss', recipe='yoeo', label='+ SS (with D2)'),
+    'yoeo-joint-efc': dict(_YO, checkpoint='yoeo-joint-efc', recipe='yoeo', label='+ EFC (D1 only)'),
+    'yoeo-joint-ss': dict(_YO, checkpoint='yoeo-joint-ss', recipe='yoeo', label='+ SS (D1 only)'),
     'yoeo-joint-d1': dict(_YO, checkpoint='yoeo-joint-d1', recipe='yoeo', label='+ SS + EFC on D1 only'),
     'objectclear': dict(_FC, checkpoint='objectclear', recipe='objectclear', label='ObjectClear (20 DDIM steps, CFG 2.5)'),
     'objectclear-20pct-steps': dict(_FC, checkpoint='objectclear', recipe='objectclear', steps=4, label='ObjectClear, 20 % of the steps (4)'),
@@ -105,7 +105,9 @@ METHODS = {
     'flashclear-2+fpac': dict(_FC, checkpoint='flashclear-2', recipe='flashclear-2', cache='fpac', label='FlashClear 2 steps + FPAC'),
     'flashclear+hicache': dict(_FC, checkpoint='flashclear', recipe='flashclear', cache='hicache', label='FlashClear + HiCache-style forecasting'),
     **{f'flashclear-abl-{k}': dict(_FC, checkpoint=f'flashclear-abl-{k}', recipe='flashclear', label=f'loss setting {k}')
-       for k in ('I', 'II', 'III', 'IV')},
+       for k in ('I', 'II', 'III')},
+    # setting IV (RAD) is FlashClear itself: the same checkpoint, not a second copy
+    'flashclear-abl-IV': dict(_FC, checkpoint='flashclear', recipe='flashclear', label='loss setting IV (RAD: FlashClear itself)'),
 }
 PAPER_ONLY = {   # methods whose published numbers we show but cannot run here
     'entityerasure': 'EntityErasure (2.6B)', 'omnipaint': 'OmniPaint (11.9B, Flux)', 'asuka': 'ASUKA (11.9B, Flux)',

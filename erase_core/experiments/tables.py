@@ -41,7 +41,7 @@ TABLES = {
                                checkpoints=['flashclear', 'objectclear'],
                                paper_paths=['ober_parquet', 'objectclear', 'flashclear_lora', 'lpips_alexnet']),
     'flashclear_table2b': dict(title='FlashClear Table 2b: distillation losses', depends=['flashclear_table1'],
-                               checkpoints=['flashclear-abl-I', 'flashclear-abl-II', 'flashclear-abl-III', 'flashclear-abl-IV'],
+                               checkpoints=['flashclear-abl-I', 'flashclear-abl-II', 'flashclear-abl-III', 'flashclear'],   # IV is FlashClear
                                paper_paths=['ober_parquet', 'objectclear', 'flashclear_ablation_loras', 'lpips_alexnet']),
     'flashclear_table4': dict(title='FlashClear Table 4: 2 vs 4 steps, with latency', depends=['flashclear_table1'],
                               checkpoints=['objectclear', 'flashclear', 'flashclear-2'],

@@ -201,10 +201,7 @@ class ObjectClearStage(EraserStage):
 
     def batch(self, trainer, step, micro):
         r = self.recipe; g = trainer.generator()
-        b = draw_batch(self.pairs, r.batch_size, g, step * r.grad_accum + micro)
-        lat_hw = (r.image_size // self.components.vae_scale_factor,) * 2
-        b['noise'] = torch.randn(r.batch_size, self.components.vae.config.latent_channels, *lat_hw, generator=g)
-        b['t'] = torch.randint(0, self.noise_sched.config.num_train_timesteps, (r.batch_size,), generator=g)
+        b = self.noise_draws(draw_batch(self.pairs, r.batch_size, g, step * r.grad_accum + micro), g)
         b['keep'] = torch.rand(r.batch_size, generator=g) >= r.params.get('cond_drop', 0.1)
         return b
 

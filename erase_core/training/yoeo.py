@@ -105,6 +105,13 @@ class EraserStage(Stage):
     def unet_input(self, zt: torch.Tensor, lat: dict) -> torch.Tensor:
         return torch.cat([zt, lat['ml'], lat['masked']], dim=1)
 
+    def noise_draws(self, b: dict, g: torch.Generator) -> dict:
+        "A noise-prediction step's draws for the global batch, in this order: latent noise `noise`, timesteps `t`."
+        r = self.recipe; lat_hw = (r.image_size // self.components.vae_scale_factor,) * 2
+        b['noise'] = torch.randn(r.batch_size, self.components.vae.config.latent_channels, *lat_hw, generator=g)
+        b['t'] = torch.randint(0, self.noise_sched.config.num_train_timesteps, (r.batch_size,), generator=g)
+        return b
+
     def export_unet(self, unet: nn.Module, folder: Path, name: str = 'unet.safetensors'):
         "Save a UNet state dict (fp16 at toy/smoke scale to stay small; fp32 at paper scale)."
         from safetensors.torch import save_file
@@ -123,10 +130,7 @@ class TeacherStage(EraserStage):
 
     def batch(self, trainer, step, micro):
         r = self.recipe; g = trainer.generator()
-        b = draw_batch(self.d1, r.batch_size, g, step * r.grad_accum + micro)
-        lat_hw = (r.image_size // self.components.vae_scale_factor,) * 2
-        b['noise'] = torch.randn(r.batch_size, self.components.vae.config.latent_channels, *lat_hw, generator=g)
-        b['t'] = torch.randint(0, self.noise_sched.config.num_train_timesteps, (r.batch_size,), generator=g)
+        b = self.noise_draws(draw_batch(self.d1, r.batch_size, g, step * r.grad_accum + micro), g)
         b['masked_noise'] = torch.randn(b['noise'].shape, generator=g)
         return b
 
