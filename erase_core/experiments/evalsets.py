@@ -21,9 +21,9 @@ TRAIN_SEED_MAX = 100_000          # training and tuning seeds: 0 <= seed < TRAIN
 EVAL_SEED_MIN = 900_000           # evaluation seeds: seed >= EVAL_SEED_MIN
 
 TOY_EVALSETS = {
-    'coco_val2017': dict(paper='YOEO: COCO val2017 (3985 thing masks)', format='coco', seed=900_001, n=64, size=64,
+    'coco_val2017': dict(paper='YOEO: COCO val2017 (3985 thing masks)', format='coco', seed=900_001, n=160, size=64,
                          options=dict(n_distractors=(1, 3))),
-    'entityseg_test': dict(paper='YOEO: EntitySeg test (670 thing masks)', format='coco', seed=900_002, n=64, size=64,
+    'entityseg_test': dict(paper='YOEO: EntitySeg test (670 thing masks)', format='coco', seed=900_002, n=160, size=64,
                            options=dict(n_distractors=(2, 4), p_wall=0.6)),
     'ober_test': dict(paper='FlashClear: OBER-Test (163 pairs, 512x512)', format='ober', subset='OBER-Test', seed=900_003, n=64, size=64,
                       options=dict(n_distractors=(0, 2))),

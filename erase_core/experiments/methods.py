@@ -12,7 +12,7 @@ import torch
 from ..core import EraseCoreError, InputError, MissingFileError, ModelLoadError, PROJECT_ROOT, check_scale, pick_device
 
 # %% auto #0
-__all__ = ['WEIGHT_FILES', 'METHODS', 'PAPER_ONLY', 'FPAC_OPTIONS', 'telea_inpaint', 'CheckpointStatus', 'entry_sha256',
+__all__ = ['WEIGHT_FILES', 'METHODS', 'PAPER_ONLY', 'CACHE_ALIASES', 'telea_inpaint', 'CheckpointStatus', 'entry_sha256',
            'checkpoint_status', 'method_spec', 'Method', 'load_method', 'run_method', 'MetricSuite', 'metric_suite',
            'git_commit', 'provenance']
 
@@ -91,6 +91,7 @@ _FC = dict(kind='eraser', paste_back=False, family='flashclear')
 METHODS = {
     'telea': dict(kind='telea', label='OpenCV Telea (training-free)', paste_back=True),
     'yoeo': dict(_YO, checkpoint='yoeo-joint', recipe='yoeo', label='YOEO: SS + EFC + D2 (2 LCM steps)'),
+    'yoeo-600': dict(_YO, checkpoint='yoeo-joint-600', recipe='yoeo', label='YOEO, stage 3 three times longer (600 steps)'),
     'yoeo-teacher': dict(_YO, checkpoint='yoeo-teacher', recipe='yoeo-teacher', label='YOEO teacher (stage 1, 20 DPM steps)'),
     'yoeo-distill': dict(_YO, checkpoint='yoeo-distill', recipe='yoeo', label='distilled student, D1 only (no SS, no EFC)'),
     'yoeo-joint-efc': dict(_YO, checkpoint='yoeo-joint-efc', recipe='yoeo', label='+ EFC (D1 only)'),
@@ -100,10 +101,13 @@ METHODS = {
     'objectclear-20pct-steps': dict(_FC, checkpoint='objectclear', recipe='objectclear', steps=4, label='ObjectClear, 20 % of the steps (4)'),
     'flashclear': dict(_FC, checkpoint='flashclear', recipe='flashclear', label='FlashClear (4 steps, RAD)'),
     'flashclear-2': dict(_FC, checkpoint='flashclear-2', recipe='flashclear-2', label='FlashClear 2 steps'),
-    'flashclear-c': dict(_FC, checkpoint='flashclear', recipe='flashclear', cache='fpac', label='FlashClear-C (FlashClear + FPAC)'),
-    'flashclear+fpac': dict(_FC, checkpoint='flashclear', recipe='flashclear', cache='fpac', label='FlashClear + FPAC'),
-    'flashclear-2+fpac': dict(_FC, checkpoint='flashclear-2', recipe='flashclear-2', cache='fpac', label='FlashClear 2 steps + FPAC'),
+    'flashclear-c': dict(_FC, checkpoint='flashclear', recipe='flashclear', cache='fpac-attn', label='FlashClear-C (FlashClear + FPAC)'),
+    'flashclear+fpac': dict(_FC, checkpoint='flashclear', recipe='flashclear', cache='fpac-attn', label='FlashClear + FPAC'),
+    'flashclear-2+fpac': dict(_FC, checkpoint='flashclear-2', recipe='flashclear-2', cache='fpac-attn', label='FlashClear 2 steps + FPAC'),
     'flashclear+hicache': dict(_FC, checkpoint='flashclear', recipe='flashclear', cache='hicache', label='FlashClear + HiCache-style forecasting'),
+    'objectclear+deepcache': dict(_FC, checkpoint='objectclear', recipe='objectclear', cache='deepcache', label='ObjectClear + DeepCache (ours, measured)'),
+    'objectclear+toca': dict(_FC, checkpoint='objectclear', recipe='objectclear', cache='toca', label='ObjectClear + ToCa-style token cache (ours, measured)'),
+    'objectclear+hicache': dict(_FC, checkpoint='objectclear', recipe='objectclear', cache='hicache', label='ObjectClear + HiCache-style forecasting (ours, measured)'),
     **{f'flashclear-abl-{k}': dict(_FC, checkpoint=f'flashclear-abl-{k}', recipe='flashclear', label=f'loss setting {k}')
        for k in ('I', 'II', 'III')},
     # setting IV (RAD) is FlashClear itself: the same checkpoint, not a second copy
@@ -141,25 +145,29 @@ class Method:
         if not self.ok: raise InputError(f"method {self.name} cannot run: {self.status} ({self.detail})")
         return self.fn(images, masks, seed)
 
-FPAC_OPTIONS = dict(foreground='mask', margin=1)
+# %% ../../nbs/62_experiments.methods.ipynb #389d9562
+CACHE_ALIASES = {'hicache': 'taylorseer'}   # HiCache-style forecasting = the TaylorSeer-style forecaster (see above)
 
 def _cache_available(kind: str):
-    "A function that equips a pipeline with caching strategy `kind` (issue 10's `erase_core.caching`), or None while it is not there."
-    if kind == 'fpac':
-        try: from erase_core.caching.fpac import FPAC
-        except ImportError: return None
-        from erase_core.caching.fpac import PAPER_BLOCKS
-        def equip(pipe):
-            try: return FPAC(pipe, blocks=PAPER_BLOCKS, **FPAC_OPTIONS).enable()     # the paper's blocks (the toy UNet has them all)
-            except InputError: return FPAC(pipe, **FPAC_OPTIONS).enable()           # the tiny smoke UNet: every block it has
-        return equip
-    if kind == 'hicache':
-        try: from erase_core.caching.hicache import HiCache
-        except ImportError: return None
-        return lambda pipe: HiCache(pipe).enable()
-    raise InputError(f"unknown caching strategy {kind!r}")
+    "A function that installs caching strategy `kind` (an `erase-core bench` method) on a pipeline for the pipeline's lifetime."
+    from erase_core.caching import baselines                      # registers deepcache, toca, taylorseer
+    from erase_core.caching.bench import METHODS as BENCH
+    from erase_core.caching.fpac import FPAC, PAPER_BLOCKS
+    name = CACHE_ALIASES.get(kind, kind)
+    if name not in BENCH or name in ('none', 'fewer-steps'):
+        raise InputError(f"unknown caching strategy {kind!r}; known: {sorted(set(BENCH) - {'none', 'fewer-steps'} | set(CACHE_ALIASES))}")
+    def equip(pipe):
+        if name.startswith('fpac'):
+            fg = 'attention' if name == 'fpac-attn' else 'mask'
+            try: return FPAC(pipe, foreground=fg, margin=1, blocks=PAPER_BLOCKS).enable()   # the paper's blocks (the toy UNet has them)
+            except InputError: return FPAC(pipe, foreground=fg, margin=1).enable()        # the tiny smoke UNet: every block it has
+        cm = BENCH[name]['factory'](pipe); cm.__enter__()
+        return cm
+    return equip
 
+# %% ../../nbs/62_experiments.methods.ipynb #578659b1
 def _pipeline_fn(pipe, paste_back, batch_size):
+    "The YOEO family (and any fixed-condition eraser): the pipeline's own call, `batch_size` images at a time."
     def fn(images, masks, seed):
         out = []
         for i in range(0, len(images), batch_size):
@@ -168,6 +176,37 @@ def _pipeline_fn(pipe, paste_back, batch_size):
         return out
     return fn
 
+def _objectclear_fn(model, pipe, batch_size):
+    """The FlashClear family: every image conditioned on its own object token (ObjectClear's condition, as in
+    `training.flashclear.objectclear_erase`), passed to the pipeline's own call as per-image `prompt_embeds`, so that
+    whatever wraps that call (DeepCache does) sees it."""
+    net = model.net(train_encoder=False)
+    def fn(images, masks, seed):
+        out = []
+        for i in range(0, len(images), batch_size):
+            x, m = torch.stack(list(images[i:i + batch_size])), torch.stack(list(masks[i:i + batch_size]))
+            with torch.no_grad(): cond = net.condition(x.to(pipe.device, pipe.dtype), m.to(pipe.device, pipe.dtype))
+            out += pipe(list(x), list(m), seed=seed + i, prompt_embeds=cond, output_type='pt', paste_back=False)
+        return out
+    return fn
+
+# %% ../../nbs/62_experiments.methods.ipynb #d1110bcf
+def _load_model(spec: dict, scale: str, checkpoints_module=None):
+    "(components, ObjectClear model or None) for `spec`'s checkpoint at `scale` (toy: verified against the manifest)."
+    from erase_core.models.presets import load_components
+    from erase_core.training.flashclear import load_objectclear
+    fc = spec.get('family') == 'flashclear'
+    if scale == 'smoke':
+        seed = int(hashlib.sha256(spec['checkpoint'].encode()).hexdigest()[:6], 16)   # one random model per checkpoint name
+        if fc: m = load_objectclear('random', 'tiny', seed=seed); return m.components, m
+        return load_components('tiny', 'random', seed=seed), None
+    ck = checkpoints_module or _checkpoints_module()
+    if not fc: return ck.load_toy_eraser(spec['checkpoint'], device='cpu'), None   # verifies the UNet and the toy VAE
+    lora = None if spec['checkpoint'] == 'objectclear' else ck.toy_checkpoint(spec['checkpoint'])
+    m = load_objectclear(ck.toy_checkpoint('objectclear'), vae=ck.toy_checkpoint('vae'), lora=lora)
+    return m.components, m
+
+# %% ../../nbs/62_experiments.methods.ipynb #e98d96c2
 def load_method(name: str, scale: str = 'toy', device='cpu', paths: dict | None = None, batch_size: int = 16,
                 checkpoints_module=None) -> Method:
     "Method `name` ready to run at `scale`, or an explicit `ok=False` Method saying why it cannot."
@@ -177,29 +216,19 @@ def load_method(name: str, scale: str = 'toy', device='cpu', paths: dict | None 
         r = spec.get('radius', 3)
         return Method(name, label, True, 'ok (training-free)', checkpoint='none', sha256='none', preset='opencv-telea',
                       fn=lambda ims, ms, seed: [telea_inpaint(x, m, r) for x, m in zip(ims, ms)])
-    if spec.get('cache') and _cache_available(spec['cache']) is None:
-        return Method(name, label, False, f"not available yet: {spec['cache'].upper()} (erase_core.caching, issue 10)",
-                      checkpoint=spec['checkpoint'])
     from erase_core.sampling.pipeline import ErasePipeline, RECIPES
-    recipe = dict(RECIPES[spec['recipe']])
-    if 'steps' in spec: recipe['steps'] = spec['steps']
+    recipe = dict(RECIPES[spec['recipe']], **({'steps': spec['steps']} if 'steps' in spec else {}))
     st = checkpoint_status(spec['checkpoint'], scale, checkpoints_module)
     if not st.ok: return Method(name, label, False, st.status, checkpoint=spec['checkpoint'], sha256=st.sha256, detail=st.detail)
-    if scale == 'smoke':
-        from erase_core.models.presets import load_components
-        seed = int(hashlib.sha256(spec['checkpoint'].encode()).hexdigest()[:6], 16)   # one random model per checkpoint name
-        comps = load_components('tiny', 'random', seed=seed)
-    else:
-        ck = checkpoints_module or _checkpoints_module()
-        try: comps = ck.load_toy_eraser(spec['checkpoint'], device='cpu')   # verifies the UNet and the toy VAE against the manifest
-        except EraseCoreError as e:
-            return Method(name, label, False, 'failed to load', checkpoint=spec['checkpoint'], sha256=st.sha256, detail=str(e))
-    if pick_device(device).type != 'cpu': comps.to(pick_device(device))
+    try: comps, oc = _load_model(spec, scale, checkpoints_module)
+    except EraseCoreError as e:
+        return Method(name, label, False, 'failed to load', checkpoint=spec['checkpoint'], sha256=st.sha256, detail=str(e))
+    if pick_device(device).type != 'cpu': (comps if oc is None else oc).to(pick_device(device))   # an ObjectClear model moves its encoder too
     pipe = ErasePipeline(comps, **recipe)
     if spec.get('cache'): _cache_available(spec['cache'])(pipe)
+    fn = _pipeline_fn(pipe, spec['paste_back'], batch_size) if oc is None else _objectclear_fn(oc, pipe, batch_size)
     return Method(name, label, True, st.status if scale == 'smoke' else 'ok', checkpoint=spec['checkpoint'], sha256=st.sha256,
-                  preset=comps.preset.name, steps=recipe['steps'], guidance=recipe['guidance_scale'] > 1,
-                  fn=_pipeline_fn(pipe, spec['paste_back'], batch_size))
+                  preset=comps.preset.name, steps=recipe['steps'], guidance=recipe['guidance_scale'] > 1, fn=fn)
 
 # %% ../../nbs/62_experiments.methods.ipynb #19e6f514
 def _set_key(dataset) -> str:
