@@ -162,6 +162,9 @@ def _cache_available(kind: str):
             try: return FPAC(pipe, foreground=fg, margin=1, blocks=PAPER_BLOCKS).enable()   # the paper's blocks (the toy UNet has them)
             except InputError: return FPAC(pipe, foreground=fg, margin=1).enable()        # the tiny smoke UNet: every block it has
         cm = BENCH[name]['factory'](pipe); cm.__enter__()
+        # the pipeline keeps the context manager: a generator-based one (DeepCache's) is closed when garbage-collected,
+        # and closing it disables the cache
+        pipe.__dict__.setdefault('_caches', []).append(cm)
         return cm
     return equip
 

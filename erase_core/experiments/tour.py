@@ -54,7 +54,9 @@ def execute_notebook(path, flags=(), clean: bool = True) -> dict:
     if not path.exists(): raise MissingFileError(f"notebook not found: {path}")
     nb = read_nb(path); skip = _skip_flags(flags); n_run = n_skip = 0
     for c in nb.cells:
-        if c.cell_type == 'code' and _skip(c, skip): c.outputs, c.execution_count = [], None; n_skip += 1
+        if c.cell_type != 'code': continue
+        if _skip(c, skip): n_skip += 1                       # keeps the outputs of its last run
+        else: c.outputs, c.execution_count = [], None        # shows only what it produces now
     t = time.time()
     shell = CaptureShell(path)
     def pre(cell):
