@@ -4,7 +4,7 @@
 
 # %% ../../nbs/61_experiments.evalsets.ipynb #d216027d
 from __future__ import annotations
-import dataclasses, hashlib, json, warnings
+import dataclasses, hashlib, json, shutil, warnings
 from pathlib import Path
 import numpy as np
 from ..core import InputError, MissingFileError, check_scale, data_dir
@@ -76,6 +76,7 @@ def build_evalset(name: str, scale: str = 'toy', root=None, n: int | None = None
     meta = out / 'evalset.json'
     key = {k: spec[k] for k in ('name', 'scale', 'format', 'seed', 'n', 'size')} | dict(crop=spec.get('crop'), options=spec['options'])
     if meta.exists() and not force and json.loads(meta.read_text()).get('spec') == json.loads(json.dumps(key)): return out
+    if out.exists(): shutil.rmtree(out)     # a set drawn for another spec: none of its files (its selection) may survive
     scenes = [make_toy_scene((spec['seed'], i), spec['size'], **spec['options']) for i in range(spec['n'])]
     if spec.get('crop'): scenes = [crop_scene(s, *spec['crop']) for s in scenes]
     out.mkdir(parents=True, exist_ok=True)
