@@ -159,18 +159,18 @@ class FPAC:
     range), joined with the mask (`include_mask`), grown by `margin`; or a callable `ctx -> (B,1,h,w) bool`.
 
     `sparse_resnets=True` (beyond the paper) also computes the ResNet blocks and the conv up/down-samplers on the
-    foreground's tiles alone at reuse steps (SIGE-style, see "Sparse ResNets"): `tile` latent cells a side, GroupNorm
+    foreground's tiles alone at reuse steps (SIGE-style, see "Sparse ResNets"): `tile` latent cells a side (None: a quarter of the latent side), GroupNorm
     statistics `resnet_stats` ('cached' or 'current'), dense where more than `dense_above` of the tiles are active."""
     def __init__(self, pipe, foreground='mask', margin: int = 1, token: int = 5, threshold='otsu',
                  include_mask: bool = True, blocks=None, reuse='last', ragged: str = 'auto',
-                 sparse_resnets: bool = False, tile: int = 8, resnet_stats: str = 'cached', dense_above: float = 0.75):
+                 sparse_resnets: bool = False, tile: int | None = None, resnet_stats: str = 'cached', dense_above: float = 0.75):
         if not (foreground in ('mask', 'attention') or callable(foreground)):
             raise InputError(f"foreground must be 'mask', 'attention' or a callable, got {foreground!r}")
         if ragged not in ('pad', 'loop', 'auto'): raise InputError(f"ragged must be 'pad', 'loop' or 'auto', got {ragged!r}")
         if not (threshold == 'otsu' or isinstance(threshold, (int, float))): raise InputError(f"threshold must be 'otsu' or a number, got {threshold!r}")
         if not (reuse in ('last', 'all') or all(isinstance(i, int) for i in reuse)): raise InputError(f"reuse must be 'last', 'all' or step indices, got {reuse!r}")
         if resnet_stats not in ('cached', 'current'): raise InputError(f"resnet_stats must be 'cached' or 'current', got {resnet_stats!r}")
-        if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1: raise InputError(f"tile must be a positive int (latent cells), got {tile!r}")
+        if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1): raise InputError(f"tile must be None or a positive int (latent cells), got {tile!r}")
         self.pipe, self.unet = pipe, pipe.unet
         self.foreground, self.margin, self.token, self.threshold = foreground, margin, token, threshold
         self.include_mask, self.reuse, self.ragged = include_mask, reuse, ragged
@@ -444,8 +444,8 @@ class _ConvHook(ModelHook):
 # %% ../../nbs/45_caching.fpac.ipynb #c00b2e24
 @patch
 def tile_at(self: FPAC, side: int, latent_side: int) -> int:
-    "The tile side (cells) on a map of `side` cells: `tile` latent cells, scaled with the map, at least 2."
-    return max(2, round(self.tile * side / latent_side))
+    "The tile side (cells) on a map of `side` cells: `tile` latent cells (None: a quarter of the latent side), scaled with the map, at least 2."
+    return max(2, round((self.tile or max(2, latent_side // 4)) * side / latent_side))
 
 @patch
 def _conv(self: FPAC, st, name, m, x, temb, forward):
