@@ -132,6 +132,12 @@ def _fast(pipe):
     from erase_core.caching.fpac import FPAC
     return Stack(FPAC(pipe, foreground='mask', margin=1, reuse='all', sparse_resnets=True), tile_decoding(pipe, 4))
 
+# %% ../../nbs/46_caching.bench.ipynb #f260dade
+@register_method('fpac-tiles', 'FPAC from the first step on + tile decoding, dense ResNets (the options that keep the quality; see caching.baselines)', uses_mask=True)
+def _fpac_tiles(pipe):
+    from erase_core.caching.fpac import FPAC
+    return Stack(FPAC(pipe, foreground='mask', margin=1, reuse='all'), tile_decoding(pipe, 4))
+
 # %% ../../nbs/46_caching.bench.ipynb #caa79225
 def _demo_image(height: int, width: int) -> torch.Tensor:
     "A real photograph (scikit-image's astronaut, shipped offline) resized to the bench size, (3,H,W) in [0,1]."
