@@ -308,7 +308,7 @@ def _add_bench_parser(sub):
     b.add_argument('--fractions', type=float, nargs='+', default=[0.05, 0.1, 0.2, 0.4, 1.0],
                    help='foreground fractions of the synthetic centred mask')
     b.add_argument('--methods', nargs='+', default=['none', 'fpac'],
-                   help='none, fpac, fpac-attn, fewer-steps, deepcache, toca, taylorseer')
+                   help='none, fpac, fpac-attn, fpac-all, tiles, fpac-sparse, fast, fewer-steps, deepcache, toca, taylorseer')
     b.add_argument('--sampler', default='ddim')
     b.add_argument('--repeats', type=int, default=3, help='timed runs per configuration (median reported)')
     b.add_argument('--warmup', type=int, default=1, help='untimed runs before the timed ones')

@@ -47,3 +47,16 @@ def test_bench_runs_the_baselines(tmp_path):
     assert list(df.index) == ['none', 'deepcache', 'toca', 'taylorseer', 'fewer-steps']
     assert (df.drop('none').flops_T < df.loc['none', 'flops_T']).all()       # each saves compute
     assert df.loc['toca', 'fg_token_fraction'] < 1
+
+
+def test_bench_runs_the_options_beyond_the_paper(tmp_path):
+    out = tmp_path / 'b.csv'
+    # the toy architecture at 64 px (16x16 latents, no crop), a 5 % hole: the decoded box and the tiles are a part of the map
+    assert main(['bench', '--preset', 'toy', '--steps', '4', '--repeats', '1', '--warmup', '0', '--fractions', '0.05',
+                 '--methods', 'none', 'fpac', 'fpac-all', 'tiles', 'fpac-sparse', 'fast', '--csv', str(out)]) == 0
+    df = pd.read_csv(out).set_index('method')
+    assert list(df.index) == ['none', 'fpac', 'fpac-all', 'tiles', 'fpac-sparse', 'fast']
+    f = df.flops_T
+    assert f['tiles'] < f['none'] and f['fpac-all'] < f['fpac'] < f['none']   # decoding around the hole; more cached steps
+    assert f['fpac-sparse'] < f['fpac'] and f['fast'] < min(f['fpac-all'], f['tiles'])   # sparse ResNets save; the options add up
+    assert df.loc['fast', 'cached_steps'] == '1 2 3' and df.loc['fpac', 'cached_steps'] == '3'

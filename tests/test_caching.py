@@ -19,6 +19,9 @@ def pipe():
     (dict(threshold='mean'), "threshold must be 'otsu' or a number"),
     (dict(reuse='first'), "reuse must be"),
     (dict(blocks=['down_blocks.7']), "no transformer blocks under"),
+    (dict(sparse_resnets=True, resnet_stats='mean'), "resnet_stats must be 'cached' or 'current'"),
+    (dict(sparse_resnets=True, tile=0), "tile must be None or a positive int"),
+    (dict(sparse_resnets=True, tile=2.5), "tile must be None or a positive int"),
 ])
 def test_bad_arguments_name_what_is_expected(pipe, kw, match):
     with pytest.raises(InputError, match=match):
@@ -59,3 +62,30 @@ def test_outside_a_sampling_loop_the_hooks_do_nothing(pipe):
         with FPAC(pipe):
             got = pipe.unet(x, 999, encoder_hidden_states=e).sample
     assert torch.equal(ref, got)
+
+
+def test_unsupported_resnet_blocks_are_refused(pipe):
+    rb = pipe.unet.down_blocks[0].resnets[0]
+    old = rb.time_embedding_norm
+    rb.time_embedding_norm = 'scale_shift'
+    try:
+        with pytest.raises(InputError, match='down_blocks.0.resnets.0 is not one'):
+            FPAC(pipe, sparse_resnets=True)
+        FPAC(pipe)                                           # dense ResNets: no check, no refusal
+    finally:
+        rb.time_embedding_norm = old
+
+
+def test_sparse_hooks_come_off(pipe):
+    x, m = torch.rand(3, 32, 32), torch.zeros(1, 32, 32)
+    m[:, 8:20, 8:20] = 1
+    before = pipe(x, m, seed=1, output_type='pt')[0]
+    with FPAC(pipe, sparse_resnets=True, tile=4) as f:
+        assert all(hasattr(mod, '_diffusers_hook') for mod in f.convs.values())
+        pipe(x, m, seed=1, output_type='pt')
+    assert torch.equal(pipe(x, m, seed=1, output_type='pt')[0], before)
+
+
+def test_decode_option_is_checked():
+    with pytest.raises(InputError, match="decode must be 'full' or 'tiles'"):
+        ErasePipeline(load_components('tiny'), 'ddim', 2, decode='tile')

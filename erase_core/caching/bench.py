@@ -14,8 +14,8 @@ from ..models.presets import load_components, get_preset
 from ..sampling.pipeline import ErasePipeline
 
 # %% auto #0
-__all__ = ['METHODS', 'centred_mask', 'device_name', 'CallClock', 'register_method', 'measure', 'bench', 'add_ratios',
-           'step_bench']
+__all__ = ['METHODS', 'centred_mask', 'device_name', 'CallClock', 'register_method', 'Stack', 'tile_decoding', 'measure', 'bench',
+           'add_ratios', 'step_bench', 'tile_decode_error']
 
 # %% ../../nbs/46_caching.bench.ipynb #e4f6c527
 def centred_mask(height: int, width: int, fraction: float) -> torch.Tensor:
@@ -93,6 +93,50 @@ def _extras(ctx) -> dict:
     partial = lambda h: h['reuse'] if 'reuse' in h else min(h['computed'].values(), default=1) < 1   # FPAC says; others: a step not all computed
     comp = [v for h in hist if partial(h) for v in h['computed'].values()]
     return dict(fg_token_fraction=round(float(np.mean(comp)), 4)) if comp else {}
+
+# %% ../../nbs/46_caching.bench.ipynb #1f903e9a
+class Stack:
+    "Several context managers entered together; `history` is the first one's that has one (what `_extras` reads)."
+    def __init__(self, *cms): self.cms, self._stack = cms, None
+    @property
+    def history(self): return next((c.history for c in self.cms if hasattr(c, 'history')), None)
+    def __enter__(self):
+        self._stack = contextlib.ExitStack()
+        for c in self.cms: self._stack.enter_context(c)
+        return self
+    def __exit__(self, *exc): return self._stack.__exit__(*exc)
+
+@contextlib.contextmanager
+def tile_decoding(pipe, halo: int | None = None):
+    "The pipeline decodes only around the holes (`decode='tiles'`) inside the context."
+    old = pipe.decode_mode, pipe.decode_halo
+    pipe.decode_mode, pipe.decode_halo = 'tiles', old[1] if halo is None else halo
+    try: yield pipe
+    finally: pipe.decode_mode, pipe.decode_halo = old
+
+@register_method('fpac-all', "FPAC from the first step on: every step after the first reuses the one before (the mask's foreground is known from the start)", uses_mask=True)
+def _fpac_all(pipe):
+    from erase_core.caching.fpac import FPAC
+    return FPAC(pipe, foreground='mask', margin=1, reuse='all')
+
+@register_method('tiles', 'no cache; the VAE decodes only boxes around the hole (halo 4 latent cells), the input elsewhere', uses_mask=True)
+def _tiles(pipe): return tile_decoding(pipe, 4)
+
+@register_method('fpac-sparse', 'FPAC (last step) with the ResNet blocks and up/down-samplers on foreground tiles (tiles of a quarter of the latent side, cached GroupNorm statistics)', uses_mask=True)
+def _fpac_sparse(pipe):
+    from erase_core.caching.fpac import FPAC
+    return FPAC(pipe, foreground='mask', margin=1, sparse_resnets=True)
+
+@register_method('fast', 'all three: FPAC from the first step on + sparse ResNets + tile decoding', uses_mask=True)
+def _fast(pipe):
+    from erase_core.caching.fpac import FPAC
+    return Stack(FPAC(pipe, foreground='mask', margin=1, reuse='all', sparse_resnets=True), tile_decoding(pipe, 4))
+
+# %% ../../nbs/46_caching.bench.ipynb #f260dade
+@register_method('fpac-tiles', 'FPAC from the first step on + tile decoding, dense ResNets (the options that keep the quality; see caching.baselines)', uses_mask=True)
+def _fpac_tiles(pipe):
+    from erase_core.caching.fpac import FPAC
+    return Stack(FPAC(pipe, foreground='mask', margin=1, reuse='all'), tile_decoding(pipe, 4))
 
 # %% ../../nbs/46_caching.bench.ipynb #caa79225
 def _demo_image(height: int, width: int) -> torch.Tensor:
@@ -269,4 +313,28 @@ def step_bench(preset: str = 'tiny', height: int | None = None, width: int | Non
                              step_flop_saving=fs, step_time_saving=1 - c['s'] / med['s'], step_cpu_saving=1 - c['cpu_s'] / med['cpu_s'],
                              saving_efficiency=(1 - c['s'] / med['s']) / fs if fs > 0 else None,
                              cpu_saving_efficiency=(1 - c['cpu_s'] / med['cpu_s']) / fs if fs > 0 else None))
+    return pd.DataFrame(rows)
+
+# %% ../../nbs/46_caching.bench.ipynb #f0fe3e72
+def tile_decode_error(preset: str = 'tiny', size: int | None = None, fraction: float = 0.2, halos=(0, 2, 4, 8),
+                      components=None, seed: int = 0) -> pd.DataFrame:
+    """What `decode='tiles'` costs in fidelity and saves in time: the latents of the demo photograph decoded whole and
+    around a centred hole of `fraction` with each halo; PSNR (dB) of the tile decode against the full decode inside
+    the hole, and the decode's CPU seconds."""
+    p = get_preset(preset)
+    size = size or p.resolution
+    comps = components or load_components(p, 'random', seed=seed)
+    pipe = ErasePipeline(comps, 'ddim', 1)
+    x, m = _demo_image(size, size)[None], centred_mask(size, size, fraction)[None]
+    rows = []
+    with torch.no_grad():
+        z = pipe.encode(x.to(pipe.device, pipe.dtype) * 2 - 1)
+        c0 = time.process_time(); full = pipe.decode(z).float().cpu(); full_s = time.process_time() - c0
+        inside = m.expand_as(full) > 0.5
+        for h in halos:
+            c0 = time.process_time(); y = pipe.decode_tiles(z, x, m, halo=h).cpu(); s = time.process_time() - c0
+            mse = float(((y - full) ** 2)[inside].mean())
+            rows.append(dict(scale='smoke' if p.scale == 'smoke' else f'{p.scale} architecture, random weights', preset=p.name,
+                             size=f'{size}x{size}', fraction=fraction, halo=h, psnr_in_hole_db=10 * np.log10(1 / max(mse, 1e-20)),
+                             max_abs_in_hole=float((y - full).abs()[inside].max()), decode_cpu_s=s, full_decode_cpu_s=full_s))
     return pd.DataFrame(rows)

@@ -10,13 +10,17 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.models.attention import BasicTransformerBlock
+from diffusers.models.resnet import ResnetBlock2D
+from diffusers.models.upsampling import Upsample2D
+from diffusers.models.downsampling import Downsample2D
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 from ..core import InputError
 from ..sampling.pipeline import current_step
 
 # %% auto #0
 __all__ = ['PAPER_BLOCKS', 'transformer_blocks', 'dilate', 'tokens_at', 'gather_index', 'otsu_threshold', 'asymmetric_block',
-           'TokenMapProcessor', 'FPAC']
+           'TokenMapProcessor', 'FPAC', 'group_stats', 'group_norm_with', 'active_tiles', 'gather_tiles',
+           'scatter_tiles', 'conv_modules', 'sparse_resnet', 'dense_resnet', 'sparse_upsample', 'sparse_downsample']
 
 # %% ../../nbs/45_caching.fpac.ipynb #ea6e910d
 PAPER_BLOCKS = ('down_blocks.1.attentions', 'down_blocks.2.attentions', 'mid_block.attentions',
@@ -152,19 +156,29 @@ class FPAC:
 
     `foreground='mask'`: the user mask on the latent grid, grown by `margin` cells; `'attention'`: the cross-attention
     probabilities of condition token `token`, thresholded per image (`threshold='otsu'` or a fraction of the map's
-    range), joined with the mask (`include_mask`), grown by `margin`; or a callable `ctx -> (B,1,h,w) bool`."""
+    range), joined with the mask (`include_mask`), grown by `margin`; or a callable `ctx -> (B,1,h,w) bool`.
+
+    `sparse_resnets=True` (beyond the paper) also computes the ResNet blocks and the conv up/down-samplers on the
+    foreground's tiles alone at reuse steps (SIGE-style, see "Sparse ResNets"): `tile` latent cells a side (None: a quarter of the latent side), GroupNorm
+    statistics `resnet_stats` ('cached' or 'current'), dense where more than `dense_above` of the tiles are active."""
     def __init__(self, pipe, foreground='mask', margin: int = 1, token: int = 5, threshold='otsu',
-                 include_mask: bool = True, blocks=None, reuse='last', ragged: str = 'auto'):
+                 include_mask: bool = True, blocks=None, reuse='last', ragged: str = 'auto',
+                 sparse_resnets: bool = False, tile: int | None = None, resnet_stats: str = 'cached', dense_above: float = 0.75):
         if not (foreground in ('mask', 'attention') or callable(foreground)):
             raise InputError(f"foreground must be 'mask', 'attention' or a callable, got {foreground!r}")
         if ragged not in ('pad', 'loop', 'auto'): raise InputError(f"ragged must be 'pad', 'loop' or 'auto', got {ragged!r}")
         if not (threshold == 'otsu' or isinstance(threshold, (int, float))): raise InputError(f"threshold must be 'otsu' or a number, got {threshold!r}")
         if not (reuse in ('last', 'all') or all(isinstance(i, int) for i in reuse)): raise InputError(f"reuse must be 'last', 'all' or step indices, got {reuse!r}")
+        if resnet_stats not in ('cached', 'current'): raise InputError(f"resnet_stats must be 'cached' or 'current', got {resnet_stats!r}")
+        if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1): raise InputError(f"tile must be None or a positive int (latent cells), got {tile!r}")
         self.pipe, self.unet = pipe, pipe.unet
         self.foreground, self.margin, self.token, self.threshold = foreground, margin, token, threshold
         self.include_mask, self.reuse, self.ragged = include_mask, reuse, ragged
         self.blocks = transformer_blocks(self.unet, blocks)
         for n, b in self.blocks.items(): _check_block(n, b)
+        self.sparse_resnets, self.tile, self.resnet_stats, self.dense_above = sparse_resnets, tile, resnet_stats, dense_above
+        self.convs = conv_modules(self.unet) if sparse_resnets else {}
+        for n, m in self.convs.items(): _check_conv_module(n, m)
         self.history: list[dict] = []
         self._key, self._saved, self.enabled = f'fpac-{id(self)}', None, False
 
@@ -173,6 +187,8 @@ class FPAC:
         if self.enabled: return self
         for name, b in self.blocks.items():
             HookRegistry.check_if_exists_or_initialize(b).register_hook(_BlockHook(self, name), self._key)
+        for name, m in self.convs.items():
+            HookRegistry.check_if_exists_or_initialize(m).register_hook(_ConvHook(self, name), self._key)
         if self.foreground == 'attention':
             self._saved = self.unet.attn_processors
             procs = dict(self._saved)
@@ -184,7 +200,7 @@ class FPAC:
     def disable(self) -> 'FPAC':
         "Remove every hook and processor this object installed."
         if not self.enabled: return self
-        for b in self.blocks.values(): b._diffusers_hook.remove_hook(self._key, recurse=False)
+        for b in [*self.blocks.values(), *self.convs.values()]: b._diffusers_hook.remove_hook(self._key, recurse=False)
         if self._saved is not None: self.unet.set_attn_processor(dict(self._saved)); self._saved = None
         self.enabled = False
         return self
@@ -300,3 +316,154 @@ def final_map(self: FPAC) -> torch.Tensor | None:
     "The last step's token map (B_unet,1,H,W) in [0,1] (attention foregrounds): what attention-guided fusion reads."
     st = self.pipe.context.store.get(self._key)
     return None if st is None else self.attention_map(st['maps'], self.pipe.context)
+
+# %% ../../nbs/45_caching.fpac.ipynb #97eae9a7
+def group_stats(x: torch.Tensor, groups: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    "GroupNorm's statistics of a full map `x` (B,C,H,W): mean and 1/std per (image, group), each (B, groups)."
+    var, mean = torch.var_mean(x.float().reshape(x.shape[0], groups, -1), dim=2, unbiased=False)
+    return mean, torch.rsqrt(var + eps)
+
+def group_norm_with(x: torch.Tensor, norm: torch.nn.GroupNorm, stats, rows: torch.Tensor) -> torch.Tensor:
+    "`norm` applied to tiles `x` (n,C,h,w) with given statistics: those of image `rows[k]` for tile k."
+    mean, rstd = stats[0][rows], stats[1][rows]
+    n, C = x.shape[:2]
+    y = (x.reshape(n, norm.num_groups, -1).float() - mean[..., None]) * rstd[..., None]
+    y = y.reshape(x.shape).to(x.dtype)
+    return y * norm.weight[:, None, None] + norm.bias[:, None, None] if norm.affine else y
+
+def active_tiles(fg: torch.Tensor, size, tile: int) -> torch.Tensor:
+    "(B, nH, nW) bool: the `tile` x `tile` tiles of a grid `size` that hold a foreground cell of `fg` (B,1,h,w)."
+    H, W = size
+    tok = tokens_at(fg, H * W).view(-1, 1, H, W)
+    return F.max_pool2d(tok.float(), tile, stride=tile, ceil_mode=True)[:, 0] > 0.5
+
+def gather_tiles(x: torch.Tensor, idx: torch.Tensor, step: int, window: int, pad: int) -> torch.Tensor:
+    """Windows (n, C, window, window) of `x` (B,C,H,W) zero-padded by `pad` at the top and left: window k starts at
+    (i*step, j*step) of the padded map for `idx[k] = (b, i, j)`. One copy: `unfold` is a view."""
+    B, C, H, W = x.shape
+    nH, nW = int(idx[:, 1].max()) + 1, int(idx[:, 2].max()) + 1
+    ph, pw = max(0, (nH - 1) * step + window - H - pad), max(0, (nW - 1) * step + window - W - pad)
+    xp = F.pad(x, (pad, pw, pad, ph))
+    u = xp.unfold(2, window, step).unfold(3, window, step)                 # (B, C, nH', nW', window, window)
+    return u[idx[:, 0], :, idx[:, 1], idx[:, 2]]
+
+def scatter_tiles(cache: torch.Tensor, tiles: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    "A copy of `cache` (B,C,H,W) with the t x t tiles `tiles` (n,C,t,t) written at tile positions `idx` (n, 3)."
+    B, C, H, W = cache.shape
+    t = tiles.shape[-1]
+    ph, pw = -H % t, -W % t
+    out = F.pad(cache, (0, pw, 0, ph)) if ph or pw else cache.clone()
+    view = out.view(B, C, (H + ph) // t, t, (W + pw) // t, t).permute(0, 2, 4, 1, 3, 5)
+    view[idx[:, 0], idx[:, 1], idx[:, 2]] = tiles.to(out.dtype)
+    return out[..., :H, :W].contiguous() if ph or pw else out
+
+# %% ../../nbs/45_caching.fpac.ipynb #f8553e9a
+def conv_modules(unet) -> dict:
+    "The UNet's ResNet blocks and conv up/down-samplers, by name: what `FPAC(sparse_resnets=True)` computes on tiles."
+    return {n: m for n, m in unet.named_modules() if type(m) in (ResnetBlock2D, Upsample2D, Downsample2D)}
+
+def _valid_conv(x, conv, stride=1):
+    "`conv` (3x3 or 1x1) without its padding: the window already holds the halo."
+    return F.conv2d(x, conv.weight, conv.bias, stride=stride)
+
+def sparse_resnet(block: ResnetBlock2D, x: torch.Tensor, temb, cache: dict, act: torch.Tensor, stats: str = 'cached'):
+    """`block`'s output recomputed on the active tiles `act` (B,nH,nW) of `x` (B,C,H,W), scattered into `cache['out']`;
+    returns (output, the cache for the next step). Each tile is read with a 2-cell halo (two 3x3 convolutions) and
+    convolved without padding; cells outside the map are zeroed after each activation, as the convs' zero padding
+    would. GroupNorm statistics: `stats='cached'` those of the full maps of the step that filled the cache (SIGE's
+    choice: the tiles alone are too small a sample), `'current'` those of this step's full maps (the block's input,
+    and its conv1 output made of fresh tiles and cached cells): exact when every tile is active."""
+    B, C, H, W = x.shape
+    t = math.ceil(H / act.shape[1])
+    idx = act.nonzero()
+    rows = idx[:, 0]
+    ones = x.new_ones(B, 1, H, W)
+    xg, vg = gather_tiles(x, idx, t, t + 4, 2), gather_tiles(ones, idx, t, t + 4, 2)
+    s1 = group_stats(x, block.norm1.num_groups, block.norm1.eps) if stats == 'current' else cache['s1']
+    h = _valid_conv(block.nonlinearity(group_norm_with(xg, block.norm1, s1, rows)) * vg, block.conv1)   # (n, Co, t+2, t+2)
+    if temb is not None: h = h + block.time_emb_proj(block.nonlinearity(temb))[rows, :, None, None]
+    h1 = scatter_tiles(cache['h1'], h[..., 1:-1, 1:-1], idx)
+    s2 = group_stats(h1, block.norm2.num_groups, block.norm2.eps) if stats == 'current' else cache['s2']
+    h = _valid_conv(block.dropout(block.nonlinearity(group_norm_with(h, block.norm2, s2, rows)) * vg[..., 1:-1, 1:-1]), block.conv2)
+    sc = xg[..., 2:-2, 2:-2]
+    if block.conv_shortcut is not None: sc = block.conv_shortcut(sc)
+    out = scatter_tiles(cache['out'], (sc + h) / block.output_scale_factor, idx)
+    return out, dict(out=out, h1=h1, s1=group_stats(x, block.norm1.num_groups, block.norm1.eps),
+                     s2=group_stats(h1, block.norm2.num_groups, block.norm2.eps))
+
+def dense_resnet(block: ResnetBlock2D, x: torch.Tensor, temb) -> tuple[torch.Tensor, dict]:
+    "`block`'s forward (diffusers' arithmetic for the supported variant) and the cache `sparse_resnet` reads."
+    h1 = block.conv1(block.nonlinearity(block.norm1(x)))
+    if temb is not None: h1 = h1 + block.time_emb_proj(block.nonlinearity(temb))[:, :, None, None]
+    h = block.conv2(block.dropout(block.nonlinearity(block.norm2(h1))))
+    out = ((block.conv_shortcut(x) if block.conv_shortcut is not None else x) + h) / block.output_scale_factor
+    return out, dict(out=out, h1=h1, s1=group_stats(x, block.norm1.num_groups, block.norm1.eps),
+                     s2=group_stats(h1, block.norm2.num_groups, block.norm2.eps))
+
+# %% ../../nbs/45_caching.fpac.ipynb #5bc5aaed
+def sparse_upsample(up: Upsample2D, x: torch.Tensor, cache: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    "Nearest 2x upsampling + 3x3 conv on the active output tiles `act` (B,nH,nW) of the (B,C,2H,2W) output."
+    H = x.shape[2]
+    t = math.ceil(2 * H / act.shape[1]) // 2                          # input cells per output tile side
+    idx = act.nonzero()
+    g = F.interpolate(gather_tiles(x, idx, t, t + 2, 1), scale_factor=2.0, mode='nearest')   # zeros stay zeros
+    return scatter_tiles(cache, _valid_conv(g, up.conv)[..., 1:-1, 1:-1], idx)
+
+def sparse_downsample(down: Downsample2D, x: torch.Tensor, cache: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    "The stride-2 3x3 conv on the active output tiles `act` (B,nH,nW) of the (B,C,H/2,W/2) output."
+    t = math.ceil(cache.shape[2] / act.shape[1])
+    idx = act.nonzero()
+    return scatter_tiles(cache, _valid_conv(gather_tiles(x, idx, 2 * t, 2 * t + 1, 1), down.conv, 2), idx)
+
+# %% ../../nbs/45_caching.fpac.ipynb #16c3476c
+def _check_conv_module(name: str, m):
+    k3 = lambda c: type(c) is torch.nn.Conv2d and c.kernel_size == (3, 3) and c.padding == (1, 1) and c.dilation == (1, 1) and c.groups == 1
+    if isinstance(m, ResnetBlock2D):
+        ok = (m.upsample is None and m.downsample is None and m.time_embedding_norm == 'default' and not m.skip_time_act
+              and k3(m.conv1) and k3(m.conv2) and m.conv1.stride == m.conv2.stride == (1, 1)
+              and (m.conv_shortcut is None or (type(m.conv_shortcut) is torch.nn.Conv2d and m.conv_shortcut.kernel_size == (1, 1))))
+    elif isinstance(m, Upsample2D):
+        ok = m.use_conv and not m.use_conv_transpose and m.norm is None and m.interpolate and k3(m.conv) and m.conv.stride == (1, 1)
+    elif isinstance(m, Downsample2D):
+        ok = m.use_conv and m.norm is None and m.padding == 1 and k3(m.conv) and m.conv.stride == (2, 2)
+    else: ok = False
+    if not ok: raise InputError(f"sparse convolutions support SD/SDXL ResNet blocks and 2x up/down-samplers with plain 3x3 convs; {name} is not one")
+
+class _ConvHook(ModelHook):
+    "Replaces a ResNet block's or sampler's forward: dense (and cached) at capture steps, on active tiles at reuse steps."
+    def __init__(self, fpac: 'FPAC', name: str):
+        super().__init__(); self.fpac, self.name = fpac, name
+
+    def new_forward(self, module, x, *args, **kwargs):
+        st = self.fpac._loop(current_step())
+        if st is None or not (st['capture'] or st['reuse']) or (isinstance(module, Upsample2D) and (args and args[0] is not None or kwargs.get('output_size') is not None)):
+            return self.fn_ref.original_forward(x, *args, **kwargs)
+        temb = (args[0] if args else kwargs.get('temb')) if isinstance(module, ResnetBlock2D) else None
+        return self.fpac._conv(st, self.name, module, x, temb, self.fn_ref.original_forward)
+
+# %% ../../nbs/45_caching.fpac.ipynb #c00b2e24
+@patch
+def tile_at(self: FPAC, side: int, latent_side: int) -> int:
+    "The tile side (cells) on a map of `side` cells: `tile` latent cells (None: a quarter of the latent side), scaled with the map, at least 2."
+    return max(2, round((self.tile or max(2, latent_side // 4)) * side / latent_side))
+
+@patch
+def _conv(self: FPAC, st, name, m, x, temb, forward):
+    B, C, H, W = x.shape
+    side = 2 * H if isinstance(m, Upsample2D) else H // 2 if isinstance(m, Downsample2D) else H
+    cache, out = st['cache'].get(name), None
+    if st['reuse'] and cache is not None:
+        cout = cache['out'] if isinstance(cache, dict) else cache
+        if cout.shape[0] == B and cout.shape[-1] * H == side * W:
+            act = active_tiles(st['fg'], (side, cout.shape[-1]), self.tile_at(side, st['fg'].shape[-2]))
+            share = float(act.float().mean())
+            self.history[-1].setdefault('tiles', {})[name] = share
+            if share == 0: out, new = cout, cache
+            elif share <= self.dense_above:
+                if isinstance(m, ResnetBlock2D): out, new = sparse_resnet(m, x, temb, cache, act, self.resnet_stats)
+                else: out = new = (sparse_upsample if isinstance(m, Upsample2D) else sparse_downsample)(m, x, cout, act)
+    if out is None:
+        if isinstance(m, ResnetBlock2D) and st['capture']: out, new = dense_resnet(m, x, temb)
+        else: out = new = forward(x, temb) if isinstance(m, ResnetBlock2D) else forward(x)
+    if st['capture']: st['cache'][name] = new
+    return out

@@ -21,7 +21,7 @@ from ..models.presets import EraserComponents, load_components
 # %% auto #0
 __all__ = ['SAMPLERS', 'RECIPES', 'LARGE_IMAGE_MP', 'make_scheduler', 'max_steps', 'check_steps', 'prepare_pair',
            'large_image_message', 'pad_to_multiple', 'mask_windows', 'feather_alpha', 'StepContext', 'current_step',
-           'SamplingState', 'ErasePipeline']
+           'SamplingState', 'ErasePipeline', 'hole_boxes']
 
 # %% ../../nbs/20_sampling.pipeline.ipynb #0f7fd719
 SAMPLERS = {
@@ -216,12 +216,15 @@ class ErasePipeline:
     "Few-step diffusion object erasure with an inpainting UNet; see `__call__`."
     def __init__(self, components: EraserComponents, sampler: str = 'lcm', steps: int = 2, guidance_scale: float = 1.0,
                  masked_latent: str | None = None, latent_mask: str = 'nearest', crop: bool | None = None,
-                 crop_margin: float = 0.5, **scheduler_kwargs):
+                 crop_margin: float = 0.5, decode: str = 'full', decode_halo: int = 4,
+                 **scheduler_kwargs):
         masked_latent = masked_latent or components.preset.masked_latent      # the preset's choice (toy: 'mode')
         if masked_latent not in ('sample', 'mode'): raise InputError(f"masked_latent must be 'sample' or 'mode', got {masked_latent!r}")
         if latent_mask not in ('nearest', 'maxpool'): raise InputError(f"latent_mask must be 'nearest' or 'maxpool', got {latent_mask!r}")
         self.components, self.sampler_name, self.steps, self.guidance_scale = components, sampler, steps, guidance_scale
+        if decode not in ('full', 'tiles'): raise InputError(f"decode must be 'full' or 'tiles', got {decode!r}")
         self.masked_latent, self.latent_mask = masked_latent, latent_mask
+        self.decode_mode, self.decode_halo = decode, decode_halo   # 'tiles': decode around the holes only (see decode_tiles)
         self.crop, self.crop_margin = crop, crop_margin      # None: crop to the mask when the image exceeds the working size
         self.scheduler = make_scheduler(sampler, components.scheduler_config, **scheduler_kwargs)
         self.context = StepContext()
@@ -257,6 +260,47 @@ def encode(self: ErasePipeline, x: torch.Tensor, generator=None, mode: str = 'mo
 def decode(self: ErasePipeline, z: torch.Tensor) -> torch.Tensor:
     "Images in [0, 1] from scaled latents."
     return (self.vae.decode(z / self.vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
+
+# %% ../../nbs/20_sampling.pipeline.ipynb #00d0d296
+def hole_boxes(mask: torch.Tensor, size, halo: int, keep: int = 0) -> list[tuple[tuple, tuple]]:
+    """Latent boxes to decode for a (1,H,W) pixel mask on a latent grid `size`: [(decode box, kept box)], boxes as
+    (top, left, bottom, right) in latent cells. Kept: each component's bounding box grown by `keep` cells;
+    decoded: the kept box grown by `halo` cells of context (clipped at the image's edges); decode boxes that
+    overlap are merged, and their kept box is the bounding box of the kept boxes they hold."""
+    from scipy import ndimage
+    h, w = size
+    cell = F.adaptive_max_pool2d(mask.float().reshape(1, 1, *mask.shape[-2:]), (h, w))[0, 0].numpy() > 0.5
+    grow = lambda b, r: (max(b[0] - r, 0), max(b[1] - r, 0), min(b[2] + r, h), min(b[3] + r, w))
+    pairs = [(grow(k, halo), k) for s in ndimage.find_objects(ndimage.label(cell)[0])
+             for k in [grow((s[0].start, s[1].start, s[0].stop, s[1].stop), keep)]]
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(pairs)):
+            for j in range(i + 1, len(pairs)):
+                (a, ka), (c, kc) = pairs[i], pairs[j]
+                if a[0] < c[2] and c[0] < a[2] and a[1] < c[3] and c[1] < a[3]:
+                    box = lambda u, v: (min(u[0], v[0]), min(u[1], v[1]), max(u[2], v[2]), max(u[3], v[3]))
+                    pairs[i] = (box(a, c), box(ka, kc)); del pairs[j]; merged = True; break
+            if merged: break
+    return sorted(pairs)
+
+# %% ../../nbs/20_sampling.pipeline.ipynb #ab30b0a3
+@patch
+def decode_tiles(self: ErasePipeline, z: torch.Tensor, x: torch.Tensor, m: torch.Tensor, halo: int | None = None,
+                 keep: int = 0) -> torch.Tensor:
+    """Images (B,3,H,W) in [0,1]: the latents `z` decoded only in boxes around the holes of masks `m` (B,1,H,W)
+    (see `hole_boxes`; `halo` default: the pipeline's `decode_halo`), the input images `x` everywhere else.
+    Each box is decoded on its own: the decoder's convolutions see `halo` latent cells of context, but its
+    GroupNorm statistics and its mid-block self-attention see the box, not the image: measured below."""
+    halo = self.decode_halo if halo is None else halo
+    f = self.components.vae_scale_factor
+    out = x.to(z.device, torch.float32).clone()
+    for b in range(z.shape[0]):
+        for (t, l, bo, r), (kt, kl, kb, kr) in hole_boxes(m[b].cpu(), z.shape[-2:], halo, keep):
+            y = self.decode(z[b:b + 1, :, t:bo, l:r])[0].float()
+            out[b, :, kt * f:kb * f, kl * f:kr * f] = y[:, (kt - t) * f:(kb - t) * f, (kl - l) * f:(kr - l) * f]
+    return out
 
 # %% ../../nbs/20_sampling.pipeline.ipynb #9821e15f
 def _rows(t: torch.Tensor, batch: int, ndim: int, name: str) -> torch.Tensor:
@@ -375,7 +419,7 @@ def _erase_batch(self: ErasePipeline, xs, ms, ks, generator, steps, progress, cr
     pick = lambda t, nd: t if t is None or t.ndim < nd or t.shape[0] == 1 else t[ks]   # this batch's rows
     state = self.init_state(xs, ms, generator, steps, pick(prompt_embeds, 3), pick(pooled_embeds, 2))
     self.denoise(state, None, cross_attention_kwargs, callback_on_step_end, progress, ks)
-    ys = self.decode(state.latents)
+    ys = self.decode_tiles(state.latents, xs, ms) if self.decode_mode == 'tiles' else self.decode(state.latents)
     if fusion is not None: ys = fusion(self, xs.to(ys), ms.to(ys), ys, state)
     return ys.float().cpu()
 
