@@ -108,8 +108,12 @@ def _pipeline(args, device):
     kw = dict(RECIPES[recipe])
     if args.steps is not None: kw['steps'] = args.steps
     if args.sampler: kw['sampler'] = args.sampler
-    kw.update(crop=False if getattr(args, 'no_crop', False) else None, crop_margin=getattr(args, 'crop_margin', 0.5))
+    kw.update(crop=False if getattr(args, 'no_crop', False) else None, crop_margin=getattr(args, 'crop_margin', 0.5),
+              decode=getattr(args, 'decode', 'full'), decode_halo=getattr(args, 'decode_halo', 4))
     pipe = ErasePipeline(comps, **kw)
+    if getattr(args, 'cache', None):                       # an `erase-core bench` method, installed for the whole run
+        from erase_core.experiments.methods import _cache_available
+        _cache_available(args.cache)(pipe)
     check_steps(pipe.steps, pipe.scheduler, '--steps')
     if pipe.device != device: comps.to(device)           # (a needless .to() makes diffusers log a warning)
     return pipe, recipe
@@ -487,6 +491,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--no-crop', action='store_true',
                    help="erase the whole image even when it is larger than the model's working size (default: crop to the mask)")
     r.add_argument('--crop-margin', type=float, default=0.5, help='context around each mask component, as a fraction of its size')
+    r.add_argument('--decode', choices=['full', 'tiles'], default='full',
+                   help="'tiles': decode only the latent boxes around the hole, the input elsewhere (faster; not exact, see nbs/20)")
+    r.add_argument('--decode-halo', type=int, default=4, help='with --decode tiles: latent cells of context around each box')
+    r.add_argument('--cache', default=None, help="a caching method of `erase-core bench` (fpac, fpac-attn, fpac-all, deepcache, toca, taylorseer)")
     r.set_defaults(func=remove)
     f = sub.add_parser('flops', help="parameters and FLOPs per erasure (default: the papers' models)")
     f.add_argument('--preset', default=None)

@@ -83,3 +83,23 @@ def test_toy_data_flows_through_the_real_readers(tmp_path):
     assert panoptic and read_coco_panoptic(panoptic[0])
     assert main(['toy-data', str(tmp_path / 'toy.parquet'), '--format', 'ober', '--n', '5']) == 0
     assert len(read_ober_parquet(tmp_path / 'toy.parquet')) == 5
+
+
+def test_tile_decoding_and_a_cache_from_the_command_line(tmp_path, capsys):
+    "`--decode tiles` keeps the input far from the hole even without paste-back; `--cache` installs a bench method; a wrong one is one line."
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / 'a.png')
+    m = np.zeros((64, 64), np.uint8); m[4:12, 4:12] = 255
+    Image.fromarray(m).save(tmp_path / 'a_mask.png')
+    run = lambda out, *extra: main(['remove', str(tmp_path / 'a.png'), '--mask', str(tmp_path / 'a_mask.png'), '-o', str(tmp_path / out),
+                                    '--no-paste-back', '--no-crop', *SMOKE, *extra])
+    assert run('full.png') == 0 and run('tiles.png', '--decode', 'tiles', '--decode-halo', '1', '--cache', 'fpac') == 0
+    assert run('fast.png', '--cache', 'fpac-tiles') == 0                 # a combined bench method: FPAC from step 1 + tiles
+    src = np.asarray(Image.open(tmp_path / 'a.png')).astype(int)
+    full, tiles, fast = (np.asarray(Image.open(tmp_path / f)).astype(int) for f in ('full.png', 'tiles.png', 'fast.png'))
+    far = np.s_[40:, 40:]                                   # far from the hole's box and its halo
+    assert (tiles[far] == src[far]).all() and (fast[far] == src[far]).all() and (full[far] != src[far]).any()
+    assert run('bad.png', '--cache', 'nope') != 0
+    err = capsys.readouterr().err
+    errors = [l for l in err.splitlines() if l.startswith('erase-core: error:')]
+    assert len(errors) == 1 and "'nope'" in errors[0] and 'Traceback' not in err

@@ -157,7 +157,7 @@ def _cache_available(kind: str):
     if name not in BENCH or name in ('none', 'fewer-steps'):
         raise InputError(f"unknown caching strategy {kind!r}; known: {sorted(set(BENCH) - {'none', 'fewer-steps'} | set(CACHE_ALIASES))}")
     def equip(pipe):
-        if name.startswith('fpac'):
+        if name in ('fpac', 'fpac-attn'):                        # the bench's other fpac-* methods add options: their factories
             fg = 'attention' if name == 'fpac-attn' else 'mask'
             try: return FPAC(pipe, foreground=fg, margin=1, blocks=PAPER_BLOCKS).enable()   # the paper's blocks (the toy UNet has them)
             except InputError: return FPAC(pipe, foreground=fg, margin=1).enable()        # the tiny smoke UNet: every block it has
