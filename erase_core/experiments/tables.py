@@ -333,8 +333,10 @@ def pairwise(self: TableRun, a: str, b: str, dataset: str, tie_db: float = 0.5, 
     return row
 
 # %% ../../nbs/63_experiments.tables.ipynb #827f99d6
-def example_grid(run: TableRun, dataset: str, methods, k: int = 4):
-    "A matplotlib figure: k samples of `dataset`, input, truth and each runnable method's output."
+def example_grid(run: TableRun, dataset: str, methods, k: int = 4, save: bool = True):
+    """A matplotlib figure: k samples of `dataset`, input, truth and each runnable method's output. With `save`, also
+    written to `figures/<table>.png` beside the table (72 dpi), and shown at the end of `<table>.md` if that exists, so
+    that a reader of the committed results sees the outputs without running anything."""
     import matplotlib.pyplot as plt
     from scipy import ndimage
     ds = run.dataset(dataset); k = min(k, len(ds))
@@ -351,6 +353,12 @@ def example_grid(run: TableRun, dataset: str, methods, k: int = 4):
             axs[i, j].imshow(p); axs[i, j].axis('off')
             if i == 0: axs[i, j].set_title(cols[j], fontsize=7)
     fig.suptitle(f"{dataset} ({run.scale} scale)", fontsize=9); fig.tight_layout()
+    if save:
+        (run.out_dir / 'figures').mkdir(parents=True, exist_ok=True)
+        fig.savefig(run.out_dir / 'figures' / f'{run.table}.png', dpi=72, metadata={'Software': None})
+        md = run.out_dir / f'{run.table}.md'
+        if md.exists() and f'figures/{run.table}.png' not in md.read_text():
+            md.write_text(md.read_text().rstrip('\n') + f"\n\n## Examples\n\n![{dataset}: inputs, ground truth and outputs](figures/{run.table}.png)\n")
     return fig
 
 # %% ../../nbs/63_experiments.tables.ipynb #a3b79ec1
