@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from erase_core.cli import main
 from erase_core.training.trainer import read_losses, latest_checkpoint
+from training_helpers import smoke_run, train as _train
 
 ROOT = Path(__file__).resolve().parent.parent
 V = Path(sys.executable).parent
@@ -18,15 +18,9 @@ def _weights(run):
     return load_file(str(Path(run) / 'final' / 'unet.safetensors'))
 
 
-def _train(*args):
-    return main(['train', *map(str, args), '--quiet'])
-
-
 @pytest.fixture(scope='module')
 def teacher(tmp_path_factory):
-    out = tmp_path_factory.mktemp('runs') / 'teacher'
-    assert _train('yoeo-teacher', '--scale', 'smoke', '--out', out) == 0
-    return out
+    return smoke_run(tmp_path_factory, 'yoeo-teacher', 'runs')
 
 
 def test_every_yoeo_stage_runs_at_smoke_scale(teacher, tmp_path):

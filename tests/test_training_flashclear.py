@@ -8,20 +8,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from erase_core.cli import main
 from erase_core.models.presets import LORA_WEIGHT_NAME, load_components
 from erase_core.training.trainer import read_losses, latest_checkpoint
-
-
-def _train(*args):
-    return main(['train', *map(str, args), '--quiet'])
+from training_helpers import smoke_run, train as _train
 
 
 @pytest.fixture(scope='module')
 def base(tmp_path_factory):
-    out = tmp_path_factory.mktemp('fc') / 'objectclear'
-    assert _train('objectclear', '--scale', 'smoke', '--out', out) == 0
-    return out
+    return smoke_run(tmp_path_factory, 'objectclear', 'fc')
 
 
 def test_objectclear_runs_and_exports_unet_encoder_fusion(base):
