@@ -376,22 +376,10 @@ def train(args) -> int:
     print(f"{r.name} ({r.scale}): {res['steps']}/{r.steps} steps in {wall:.0f} s -> {args.out}" + ('' if res['finished'] else ' (stopped early; --resume continues)'))
     if args.publish:
         if not res['finished']: raise InputError("--publish needs a finished run (this one stopped early)")
-        from erase_core.training.checkpoints import publish
-        run = Path(args.out)                                   # the weights, plus the logs and recipe that made them
-        files = sorted(p for p in (run / 'final').iterdir() if p.is_file()) + [run / f for f in ('losses.jsonl', 'recipe.json', 'run.json')]
-        e = publish(args.publish, files, command=command, seed=r.seed, wall_seconds=_run_seconds(args.out),
-                    extra=dict(recipe=r.name, params={k: v for k, v in over.items()}))
+        from erase_core.training.checkpoints import publish_run
+        e = publish_run(args.publish, args.out, command=command, seed=r.seed, params=dict(over), recipe=r.name)
         print(f"published {args.publish}: {', '.join(e['files'])} ({e['bytes'] / 2**20:.1f} MB)")
     return 0
-
-def _run_seconds(out) -> float:
-    "Training wall time of a run folder (the last logged step's clock, summed over resumed sessions)."
-    from erase_core.training.trainer import read_losses
-    rows, total, last = read_losses(out), 0.0, 0.0
-    for r in rows:
-        if r['seconds'] < last: total += last
-        last = r['seconds']
-    return total + last
 
 # %% ../nbs/90_cli.ipynb #b5d7e3c2
 def _add_train_parser(sub):

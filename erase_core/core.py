@@ -4,14 +4,14 @@
 
 # %% ../nbs/00_core.ipynb #e0889519
 from __future__ import annotations
-import os, random
+import os, random, subprocess
 from pathlib import Path
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['SCALES', 'PROJECT_ROOT', 'EraseCoreError', 'InputError', 'MissingFileError', 'ModelLoadError', 'check_scale',
-           'seed_everything', 'pick_device', 'checkpoints_dir', 'data_dir']
+__all__ = ['SCALES', 'PROJECT_ROOT', 'OUTPUT_DIRS', 'EraseCoreError', 'InputError', 'MissingFileError', 'ModelLoadError',
+           'check_scale', 'seed_everything', 'pick_device', 'checkpoints_dir', 'data_dir', 'git_commit']
 
 # %% ../nbs/00_core.ipynb #3cc9fed0
 class EraseCoreError(Exception):
@@ -56,3 +56,16 @@ def checkpoints_dir() -> Path:
 def data_dir() -> Path:
     "Folder for data sets and fixtures: `$ERASE_CORE_DATA`, else `data/` at the project root."
     return Path(os.environ.get('ERASE_CORE_DATA', PROJECT_ROOT / 'data'))
+
+# %% ../nbs/00_core.ipynb #45aad675
+OUTPUT_DIRS = ('results', 'checkpoints')   # written by our runs; changes there do not make the code dirty
+
+def git_commit(root=None, short: bool = False) -> str:
+    "HEAD's hash (12 characters if `short`), '+dirty' when tracked files outside `OUTPUT_DIRS` differ; 'unknown' outside git."
+    root = Path(root or PROJECT_ROOT)
+    try:
+        head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no', '--', '.', *[f':(exclude){d}' for d in OUTPUT_DIRS]],
+                               cwd=root, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError): return 'unknown'
+    return (head[:12] if short else head) + ('+dirty' if dirty else '')

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import torch
-from ..core import EraseCoreError, InputError, MissingFileError, ModelLoadError, PROJECT_ROOT, check_scale, pick_device
+from ..core import EraseCoreError, InputError, MissingFileError, ModelLoadError, PROJECT_ROOT, check_scale, pick_device, git_commit
 
 # %% auto #0
 __all__ = ['WEIGHT_FILES', 'METHODS', 'PAPER_ONLY', 'CACHE_ALIASES', 'telea_inpaint', 'CheckpointStatus', 'entry_sha256',
            'checkpoint_status', 'method_spec', 'Method', 'load_method', 'run_method', 'MetricSuite', 'metric_suite',
-           'git_commit', 'provenance']
+           'provenance']
 
 # %% ../../nbs/62_experiments.methods.ipynb #a8e63e5f
 def telea_inpaint(image, mask, radius: int = 3) -> torch.Tensor:
@@ -297,19 +297,9 @@ def metric_suite(scale: str, device='cpu', paths: dict | None = None, checkpoint
                        segmenter_sha256=st.sha256)
 
 # %% ../../nbs/62_experiments.methods.ipynb #6d8c9b54
-def git_commit(root=None) -> str:
-    "HEAD's hash, '+dirty' when tracked files outside results/ differ from it; 'unknown' outside a git checkout."
-    root = Path(root or PROJECT_ROOT)
-    try:
-        head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no', '--', '.', ':(exclude)results'],
-                               cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError): return 'unknown'
-    return head[:12] + ('+dirty' if dirty else '')
-
 def provenance(scale: str, device='cpu', seed: int = 0, n_samples: int | None = None, commit: str | None = None) -> dict:
     "The provenance columns shared by every row of one table run."
     import diffusers
     from erase_core.metrics.evaluate import device_name
     return dict(scale=check_scale(scale), seed=seed, n_samples=n_samples, device=device_name(device),
-                commit=commit or git_commit(), torch=torch.__version__, diffusers=diffusers.__version__)
+                commit=commit or git_commit(short=True), torch=torch.__version__, diffusers=diffusers.__version__)

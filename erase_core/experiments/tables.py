@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import torch
 from fastcore.basics import patch
-from ..core import InputError, MissingFileError, PROJECT_ROOT, check_scale, data_dir
+from ..core import InputError, MissingFileError, PROJECT_ROOT, check_scale, data_dir, git_commit
 from . import paper_values as pvals
 from .methods import (METHODS, Method, MetricSuite, load_method, metric_suite, method_spec, provenance,
-                                            run_method, checkpoint_status, git_commit)
+                                            run_method, checkpoint_status)
 from .evalsets import load_evalset, TOY_EVALSETS
 
 # %% auto #0
@@ -133,7 +133,7 @@ class TableRun:
         check_scale(self.scale)
         if self.table not in TABLES: raise InputError(f"unknown table {self.table!r}; known: {list(TABLES)}")
         if isinstance(self.paths, (str, Path)): self.paths = load_paths(self.paths)
-        self.commit = self.commit or git_commit()
+        self.commit = self.commit or git_commit(short=True)
         self.prov = provenance(self.scale, self.device, self.seed, self.n_samples, self.commit)
 
     @property
@@ -458,7 +458,7 @@ def reproduce(scale: str = 'toy', tables=None, device: str = 'cpu', retrain=Fals
             if strict: raise MissingFileError(f"{len(bad)} toy checkpoint(s) missing or changed: {', '.join(bad)}")
     if scale != 'paper':      # draw the toy sets once, before any kernel starts (two kernels must not draw one set at once)
         for name in TOY_EVALSETS: load_evalset(name, scale, root=data_root, n=n_samples)
-    commit = git_commit(); done = {}
+    commit = git_commit(short=True); done = {}
     jobs = jobs or (2 if scale == 'smoke' else 1)
     kw = dict(scale=scale, device=device, n_samples=n_samples, seed=seed, data_root=data_root, paths=paths, results_root=results_root, commit=commit)
     bar = tqdm(total=len(order), desc=f'reproduce ({scale})', disable=not progress, unit='table')

@@ -9,8 +9,8 @@ from pathlib import Path
 from ..core import InputError, MissingFileError, ModelLoadError, checkpoints_dir
 
 # %% auto #0
-__all__ = ['MAX_TOY_BYTES', 'toy_root', 'sha256', 'manifest', 'publish', 'verify', 'toy_checkpoint', 'load_toy_eraser',
-           'load_toy_segmenter']
+__all__ = ['MAX_TOY_BYTES', 'toy_root', 'sha256', 'manifest', 'publish', 'verify', 'toy_checkpoint', 'run_seconds', 'run_commit',
+           'publish_run', 'load_toy_eraser', 'load_toy_segmenter']
 
 # %% ../../nbs/42_training.checkpoints.ipynb #b5b8fce2
 MAX_TOY_BYTES = 10 * 2**20
@@ -37,9 +37,10 @@ def _write_manifest(m: dict, root=None):
 
 # %% ../../nbs/42_training.checkpoints.ipynb #25472e96
 def publish(name: str, files, *, command: str, seed: int, wall_seconds: float, extra: dict | None = None,
-            root=None, max_bytes: int = MAX_TOY_BYTES) -> dict:
-    "Copy `files` (paths, or one folder) into `checkpoints/toy/name/` and record them in the manifest."
-    from erase_core.training.trainer import git_commit, package_versions
+            root=None, max_bytes: int = MAX_TOY_BYTES, commit: str | None = None) -> dict:
+    "Copy `files` (paths, or one folder) into `checkpoints/toy/name/` and record them in the manifest (`commit`: the code's, default HEAD's)."
+    from erase_core.core import git_commit
+    from erase_core.training.trainer import package_versions
     dest = toy_root(root) / name
     src = [Path(f) for f in ([files] if isinstance(files, (str, Path)) else files)]
     if len(src) == 1 and src[0].is_dir(): src = sorted(p for p in src[0].iterdir() if p.is_file() and not p.name.startswith('.'))
@@ -52,7 +53,7 @@ def publish(name: str, files, *, command: str, seed: int, wall_seconds: float, e
         if f.resolve() != (dest / f.name).resolve(): shutil.copy2(f, dest / f.name)
     m = manifest(root)
     m[name] = dict(folder=name, files={f.name: sha256(dest / f.name) for f in src}, bytes=sum((dest / f.name).stat().st_size for f in src),
-                   command=command, seed=seed, commit=git_commit(), wall_seconds=round(float(wall_seconds), 1), scale='toy',
+                   command=command, seed=seed, commit=commit or git_commit(), wall_seconds=round(float(wall_seconds), 1), scale='toy',
                    versions={k: v for k, v in package_versions().items() if k in ('torch', 'diffusers', 'accelerate')},
                    created=time.strftime('%Y-%m-%d'), **(extra or {}))
     _write_manifest(m, root)
@@ -76,6 +77,29 @@ def toy_checkpoint(name: str, root=None) -> Path:
         cmd = manifest(root).get(name, {}).get('command')
         raise ModelLoadError(f"toy checkpoint {name!r}: {bad[0]}" + (f"; remake it with: {cmd}" if cmd else ''))
     return toy_root(root) / manifest(root)[name]['folder']
+
+# %% ../../nbs/42_training.checkpoints.ipynb #823322d4
+def run_seconds(run_dir) -> float:
+    "Training wall time of a run folder (the last logged step's clock, summed over resumed sessions)."
+    from erase_core.training.trainer import read_losses
+    total = last = 0.0
+    for r in read_losses(run_dir):
+        if r['seconds'] < last: total += last
+        last = r['seconds']
+    return total + last
+
+def run_commit(run_dir) -> str | None:
+    "The commit(s) a run's sessions started on, from its `run.json` (None when it has none)."
+    p = Path(run_dir) / 'run.json'
+    if not p.exists(): return None
+    return ' then '.join(dict.fromkeys(s['commit'] for s in json.loads(p.read_text())['sessions'])) or None
+
+def publish_run(name: str, run_dir, *, command: str, seed: int, params: dict | None = None, recipe: str | None = None, root=None) -> dict:
+    "Publish a finished run folder: `final/` weights plus `losses.jsonl`, `recipe.json`, `run.json`."
+    run = Path(run_dir)
+    files = sorted(p for p in (run / 'final').iterdir() if p.is_file()) + [run / f for f in ('losses.jsonl', 'recipe.json', 'run.json')]
+    return publish(name, files, command=command, seed=seed, wall_seconds=run_seconds(run), root=root, commit=run_commit(run),
+                   extra=dict(recipe=recipe, params=dict(params or {})))
 
 # %% ../../nbs/42_training.checkpoints.ipynb #84d6a1b3
 def load_toy_eraser(name: str, device='cpu', root=None):

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 import numpy as np
 import torch
-from ..core import EraseCoreError, InputError, check_scale, PROJECT_ROOT
+from ..core import EraseCoreError, InputError, check_scale, PROJECT_ROOT, git_commit
 
 # %% auto #0
-__all__ = ['RECIPES', 'TrainingError', 'Recipe', 'register_recipe', 'get_recipe', 'step_generator', 'Stage', 'git_commit',
-           'package_versions', 'Trainer', 'latest_checkpoint', 'read_losses']
+__all__ = ['RECIPES', 'TrainingError', 'Recipe', 'register_recipe', 'get_recipe', 'step_generator', 'Stage', 'package_versions',
+           'Trainer', 'latest_checkpoint', 'read_losses']
 
 # %% ../../nbs/40_training.trainer.ipynb #595c604d
 class TrainingError(EraseCoreError):
@@ -83,14 +83,6 @@ class Stage:
     def export(self, trainer, folder: Path): raise NotImplementedError
 
 # %% ../../nbs/40_training.trainer.ipynb #cef4b893
-def git_commit(root=PROJECT_ROOT) -> str:
-    "The current commit of the project (with `+dirty` when files differ), or 'unknown'."
-    try:
-        c = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-        d = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-        return (c or 'unknown') + ('+dirty' if c and d else '')
-    except (OSError, subprocess.SubprocessError): return 'unknown'
-
 def package_versions() -> dict:
     "Versions of the packages a result depends on."
     import importlib.metadata as md
