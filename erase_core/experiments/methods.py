@@ -4,12 +4,12 @@
 
 # %% ../../nbs/62_experiments.methods.ipynb #b9cc90ef
 from __future__ import annotations
-import hashlib, json, os, subprocess, warnings
+import hashlib, json, os, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import torch
-from ..core import EraseCoreError, InputError, MissingFileError, ModelLoadError, PROJECT_ROOT, check_scale, pick_device, git_commit
+from ..core import EraseCoreError, InputError, MissingFileError, ModelLoadError, check_scale, pick_device, git_commit
 
 # %% auto #0
 __all__ = ['WEIGHT_FILES', 'METHODS', 'PAPER_ONLY', 'CACHE_ALIASES', 'telea_inpaint', 'CheckpointStatus', 'entry_sha256',

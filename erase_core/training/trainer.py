@@ -4,12 +4,12 @@
 
 # %% ../../nbs/40_training.trainer.ipynb #9688f2d2
 from __future__ import annotations
-import json, math, os, platform, shutil, subprocess, sys, time
+import json, math, os, platform, shutil, sys, time
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 import numpy as np
 import torch
-from ..core import EraseCoreError, InputError, check_scale, PROJECT_ROOT, git_commit
+from ..core import EraseCoreError, InputError, check_scale, git_commit
 
 # %% auto #0
 __all__ = ['RECIPES', 'TrainingError', 'Recipe', 'register_recipe', 'get_recipe', 'step_generator', 'Stage', 'package_versions',
