@@ -262,8 +262,8 @@ SCALE_NOTE = dict(
     toy=("At toy scale the models are small ones trained here on a procedural world, and LPIPS uses AlexNet with a random "
          "backbone (no ImageNet weights can be downloaded); a verdict says whether the *mechanism* shows up at that scale, "
          "not whether the paper's numbers are right. The toy evaluation sets leave few sundries, so most sundry comparisons "
-         "here are within noise; `nbs/41_training.yoeo.ipynb` compares stage 3 with stage 2 on 256 cluttered scenes, where "
-         "sundries are common enough to count."),
+         "here are within noise; `nbs/41_training.yoeo.ipynb` compares stage 3 with stage 2 on 256 and then 1024 fresh "
+         "cluttered scenes, with a paired test, where sundries are common enough to count."),
     paper="At paper scale the models and data sets are the papers' own, read from the local paths given to `erase-core reproduce`.")
 
 def write_claims(root, scale: str = 'toy') -> Path:
