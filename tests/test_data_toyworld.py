@@ -104,3 +104,59 @@ def test_bad_options():
 def test_thousands_of_scenes_in_seconds():
     t = time.perf_counter(); make_toy_scenes(500); dt = time.perf_counter() - t
     assert dt / 500 < 0.01, f"{dt / 500 * 1e3:.1f} ms per scene"   # 3000 scenes well under 30 s even on a slow runner
+
+
+# --- the second world: periodic grounds, hidden objects, clutter ---
+from erase_core.data.toyworld import GROUND_TEXTURES, TOY_MATERIAL_ID, TOY_WORLDS, ground_texture, toy_world
+
+
+def test_first_world_is_the_default_and_unchanged_by_the_new_options():
+    # the new random draws happen only when an option is on: off, the scenes are the first world's
+    for i in range(40):
+        assert _same(make_toy_scene((9, i)), make_toy_scene((9, i), **toy_world('v1')))
+        assert _same(make_toy_scene((9, i), hole='random'), make_toy_scene((9, i), hole='random', p_texture=0, p_occlude=0.0))
+
+
+def test_second_world_has_textures_occlusion_and_material_maps():
+    sc = make_toy_scenes(120, seed=4, **toy_world('v2'))
+    kinds = {s.meta['texture'] for s in sc}
+    assert set(GROUND_TEXTURES) <= kinds and None in kinds
+    hidden = [s for s in sc if s.meta['occluded']]
+    assert len(hidden) > 30
+    for s in hidden:
+        for e in s.meta['occluded']:
+            seen, whole = (s.entities == e).sum(), (s.entities_clean == e).sum()
+            assert 0 <= seen < whole                       # partly (or wholly) hidden by the target, whole in the clean plate
+            assert (s.entities_clean[s.object_mask] == e).any()
+    for s in sc:
+        assert s.materials.shape == s.materials_clean.shape == s.entities.shape
+        assert (s.materials[s.object_mask] == s.object_category).all()
+        ground = s.entities_clean == next(e for e, c in s.entity_category.items() if c == 9) if 9 in s.entity_category.values() else None
+        if s.meta['texture'] and ground is not None:
+            assert (s.materials_clean[ground] == TOY_MATERIAL_ID[s.meta['texture']]).all()
+
+
+def test_textures_are_periodic_patterns():
+    rng = np.random.default_rng(0)
+    c = np.array([0.6, 0.5, 0.3], np.float32)
+    for k in GROUND_TEXTURES:
+        t = ground_texture(rng, k, 64, c)
+        assert t.shape == (64, 64, 3) and t.dtype == np.float32
+        g = t.mean(-1) - t.mean()
+        # strong autocorrelation at some shift of 3..16 px, unlike noise
+        best = max(max((g * np.roll(g, d, 0)).mean(), (g * np.roll(g, d, 1)).mean()) for d in range(3, 17))
+        assert best > 0.3 * (g * g).mean(), k
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(p_texture=1.5), 'p_texture'), (dict(p_occlude=-0.1), 'p_occlude'),
+    (dict(p_texture=1, textures=['tartan']), 'tartan'),
+])
+def test_second_world_bad_options(kwargs, match):
+    with pytest.raises(InputError, match=match): make_toy_scene(0, **kwargs)
+
+
+def test_world_names():
+    assert set(TOY_WORLDS) >= {'v1', 'v2'} and toy_world('v2', n_distractors=(3, 6))['n_distractors'] == (3, 6)
+    with pytest.raises(InputError, match='v9'): toy_world('v9')
+    with pytest.raises(InputError, match='tartan'): ground_texture(np.random.default_rng(0), 'tartan', 64, np.ones(3, np.float32))

@@ -12,8 +12,9 @@ from ..core import InputError
 from .masks import dilate_mask, random_mask
 
 # %% auto #0
-__all__ = ['TOY_CATEGORIES', 'TOY_CATEGORY_ID', 'TOY_THING_IDS', 'TOY_STUFF_IDS', 'TOY_SHAPES', 'HOLE_MODES', 'ToyScene',
-           'shape_inside', 'make_toy_scene', 'make_toy_scenes', 'entity_colours', 'show_toy_scene']
+__all__ = ['TOY_CATEGORIES', 'TOY_CATEGORY_ID', 'TOY_THING_IDS', 'TOY_STUFF_IDS', 'TOY_SHAPES', 'GROUND_TEXTURES',
+           'TOY_MATERIALS', 'TOY_MATERIAL_ID', 'HOLE_MODES', 'TOY_WORLDS', 'ToyScene', 'shape_inside', 'ground_texture',
+           'make_toy_scene', 'make_toy_scenes', 'toy_world', 'entity_colours', 'show_toy_scene']
 
 # %% ../../nbs/03_data.toyworld.ipynb #e61404b7
 TOY_CATEGORIES = [
@@ -32,6 +33,11 @@ TOY_CATEGORY_ID = {c['name']: c['id'] for c in TOY_CATEGORIES}
 TOY_THING_IDS = [c['id'] for c in TOY_CATEGORIES if c['isthing']]
 TOY_STUFF_IDS = [c['id'] for c in TOY_CATEGORIES if not c['isthing']]
 TOY_SHAPES = [c['name'] for c in TOY_CATEGORIES if c['isthing']]
+
+# %% ../../nbs/03_data.toyworld.ipynb #d40b8d35
+GROUND_TEXTURES = ('stripes', 'waves', 'checker', 'paving')
+TOY_MATERIALS = [c['name'] for c in TOY_CATEGORIES] + list(GROUND_TEXTURES)   # material id = position + 1
+TOY_MATERIAL_ID = {m: i + 1 for i, m in enumerate(TOY_MATERIALS)}
 
 # %% ../../nbs/03_data.toyworld.ipynb #aad1af2a
 @dataclass
@@ -52,6 +58,8 @@ class ToyScene:
     seed: object = None
     id: str = ''
     meta: dict = field(default_factory=dict)
+    materials: np.ndarray | None = None        # material id per pixel of `image` (TOY_MATERIAL_ID)
+    materials_clean: np.ndarray | None = None  # the same for `clean`
 
     @property
     def size(self) -> int: return self.image.shape[0]
@@ -130,7 +138,7 @@ def _random_thing(rng, kind, cx, base, r, light) -> _Thing:
     return _Thing(kind, cx, base - 0.9 * r, r, angle, aspect, colour, colour2, stripes, light)
 
 # %% ../../nbs/03_data.toyworld.ipynb #439412b7
-def _background(rng, size: int, p_wall: float, p_water: float):
+def _background(rng, size: int, p_wall: float, p_water: float, p_texture: float = 0.0, textures=None):
     x, y = _grid(size)
     img = np.empty((size, size, 3), np.float32)
     region = np.empty((size, size), np.int32)   # category id per pixel
@@ -157,6 +165,10 @@ def _background(rng, size: int, p_wall: float, p_water: float):
               rng.uniform(0.2, 0.7), rng.uniform(0.35, 0.75))
     depth = np.clip((y - horizon) / max(size - horizon, 1), 0, 1)
     gt = gc * (0.75 + 0.25 * depth)[..., None] * (0.8 + 0.4 * _value_noise(rng, size, 12))[..., None]
+    texture = None
+    if p_texture > 0 and rng.random() < p_texture:   # drawn only when asked for: world v1 scenes are unchanged
+        texture = str(rng.choice(list(textures or GROUND_TEXTURES)))
+        gt = ground_texture(rng, texture, size, gc) * (0.75 + 0.25 * depth)[..., None]
     img[ground] = gt[ground]; region[ground] = TOY_CATEGORY_ID['ground']
     water = y >= water_top
     if water.any():
@@ -165,7 +177,33 @@ def _background(rng, size: int, p_wall: float, p_water: float):
         ripple = 0.07 * np.sin(y * f + ph + 0.5 * np.sin(x * 0.3))
         wt = wc * (0.85 + 0.2 * (y - water_top) / max(size - water_top, 1))[..., None] + ripple[..., None]
         img[water] = wt[water]; region[water] = TOY_CATEGORY_ID['water']
-    return img, region, dict(horizon=horizon, water_top=water_top, ripple=(f, ph) if water.any() else None)
+    return img, region, dict(horizon=horizon, water_top=water_top, ripple=(f, ph) if water.any() else None, texture=texture)
+
+# %% ../../nbs/03_data.toyworld.ipynb #29181a09
+def _contrast(rng, colour) -> np.ndarray:
+    "A second colour for a pattern: another hue, its brightness at least 0.25 away from `colour`'s."
+    v = float(colour.max())
+    darker = v > 0.55 or (v > 0.4 and rng.random() < 0.5)
+    v2 = rng.uniform(0.15, v - 0.25) if darker else rng.uniform(min(v + 0.25, 0.94), 0.95)
+    return _hsv(rng.random(), rng.uniform(0.2, 0.8), v2)
+
+def ground_texture(rng, kind: str, size: int, colour) -> np.ndarray:
+    "A periodic material (size, size, 3) float32 of `kind` in `GROUND_TEXTURES`: `colour` and a contrasting colour."
+    if kind not in GROUND_TEXTURES: raise InputError(f"unknown texture {kind!r}; expected one of {GROUND_TEXTURES}")
+    x, y = _grid(size); period = size * rng.uniform(0.1, 0.17); c2 = _contrast(rng, colour)
+    if kind == 'paving':   # axis-aligned bricks, one shade per brick, 1-px joints in the second colour
+        h = max(4, int(round(period))); w = 2 * h
+        row = (y // h).astype(np.int64); col = ((x + (row % 2) * h) // w).astype(np.int64)
+        shade = rng.uniform(0.8, 1.15, (64, 64)).astype(np.float32)[row % 64, col % 64]
+        joint = ((y % h) < 1) | (((x + (row % 2) * h) % w) < 1)
+        return np.where(joint[..., None], c2, colour * shade[..., None]).astype(np.float32)
+    th, ph = rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi)
+    u, v = x * np.cos(th) + y * np.sin(th), -x * np.sin(th) + y * np.cos(th)
+    if kind == 'stripes': s = np.sin(2 * np.pi * u / period + ph)
+    elif kind == 'waves': s = np.sin(2 * np.pi * (u + 0.3 * period * np.sin(2 * np.pi * v / (period * rng.uniform(2.5, 4)))) / period + ph)
+    else: s = 2 * np.sin(np.pi * u / period + ph) * np.sin(np.pi * v / period)   # checker
+    t = (0.5 + 0.5 * np.tanh(2 * s))[..., None]
+    return (colour * (1 - t) + c2 * t).astype(np.float32)
 
 # %% ../../nbs/03_data.toyworld.ipynb #3b3af285
 def _shadow(thing: _Thing, base: float, shear: float, squash: float, x, y):
@@ -198,10 +236,30 @@ def _partial_hole(rng, obj: np.ndarray, r: float, x, y, tries: int = 20) -> np.n
         if 0.15 <= cover <= 0.85: return hole
     return obj & (y < np.median(ys))  # fall back: the object's upper half
 
+# %% ../../nbs/03_data.toyworld.ipynb #04181f84
+def _target_thing(rng, size, lo, hi, shapes, meta, p_in_water, light):
+    "The thing to erase: a radius, a shape, whether it stands in the water band, where, and the rest of its looks."
+    horizon, water_top = meta['horizon'], meta['water_top']
+    r = size * rng.uniform(lo, hi)
+    kind = str(rng.choice(shapes))
+    in_water = water_top < size and rng.random() < p_in_water
+    if in_water: base = rng.uniform(water_top + 1, water_top + max(2, 0.45 * (size - water_top)))
+    else: base = rng.uniform(horizon + 0.15 * (min(water_top, size) - horizon), min(water_top, size) - 1)
+    return _random_thing(rng, kind, rng.uniform(r, size - r), base, r, light), bool(in_water)
+
+def _occluded_thing(rng, size, lo, hi, target: _Thing, meta, light):
+    "A thing standing just behind `target`, beside it and overlapping it: erasing the target must complete its outline."
+    r = size * rng.uniform(lo, hi) * 0.9
+    base = max(meta['horizon'] + 1.0, target.cy + 0.9 * target.r - rng.uniform(1, 0.5 * target.r + 1))
+    cx = target.cx + rng.choice([-1, 1]) * rng.uniform(0.45, 0.9) * (target.r + r)
+    return _random_thing(rng, str(rng.choice(TOY_SHAPES)), float(np.clip(cx, 0, size)), base, r, light)
+
+# %% ../../nbs/03_data.toyworld.ipynb #fd3814fa
 def make_toy_scene(seed=0, size: int = 64, *, hole: str = 'object', hole_dilate: int = 0,
                    object_scale=(0.1, 0.22), n_distractors=(0, 2), p_shadow: float = 0.8,
                    p_water: float = 0.4, p_in_water: float = 0.7, p_wall: float = 0.3,
-                   shapes=None, id: str | None = None) -> ToyScene:
+                   shapes=None, p_texture: float = 0.0, textures=None, p_occlude: float = 0.0,
+                   id: str | None = None) -> ToyScene:
     "Draw one toy scene, deterministic from `seed` (an int or a tuple of ints); see the table above for `hole`."
     if hole not in HOLE_MODES: raise InputError(f"hole must be one of {HOLE_MODES}, got {hole!r}")
     if not isinstance(size, (int, np.integer)) or size < 16: raise InputError(f"size must be an int >= 16, got {size!r}")
@@ -210,10 +268,16 @@ def make_toy_scene(seed=0, size: int = 64, *, hole: str = 'object', hole_dilate:
     shapes = list(shapes or TOY_SHAPES)
     for s in shapes:
         if s not in TOY_SHAPES: raise InputError(f"unknown shape {s!r} in shapes; expected some of {TOY_SHAPES}")
+    for name, p in dict(p_texture=p_texture, p_occlude=p_occlude).items():
+        if not 0 <= p <= 1: raise InputError(f"{name} must be a probability in [0, 1], got {p!r}")
+    for t in textures or ():
+        if t not in GROUND_TEXTURES: raise InputError(f"unknown texture {t!r} in textures; expected some of {GROUND_TEXTURES}")
     rng = _scene_rng(seed)
     x, y = _grid(size)
-    img, region, meta = _background(rng, size, p_wall, p_water)
+    img, region, meta = _background(rng, size, p_wall, p_water, p_texture, textures)
     horizon, water_top = meta['horizon'], meta['water_top']
+    materials = region.copy()
+    if meta['texture']: materials[region == TOY_CATEGORY_ID['ground']] = TOY_MATERIAL_ID[meta['texture']]
     # stuff entities: one per region, ids in category order
     entities = np.zeros((size, size), np.int32); cat = {}
     for cid in np.unique(region):
@@ -224,45 +288,46 @@ def make_toy_scene(seed=0, size: int = 64, *, hole: str = 'object', hole_dilate:
     ground_eid = next((e for e, c in cat.items() if c == TOY_CATEGORY_ID['ground']), -1)
     water_eid = next((e for e, c in cat.items() if c == TOY_CATEGORY_ID['water']), -1)
 
-    def draw(im, ent, thing, eid, on_water, cast):
-        "Paint `thing`, its shadow or reflection, into `im` / `ent`; return (object, shadow, reflection) masks."
+    def draw(thing, eid, on_water, cast):
+        "Paint `thing`, its shadow or reflection, into the scene; return (object, shadow, reflection) masks."
         obj = thing.inside(x, y)
         base = float(y[obj].max() + 0.5) if obj.any() else thing.cy + thing.r
         sh = rf = np.zeros_like(obj)
         if on_water and meta['ripple'] is not None:
             rf, xm, ym = _reflection(thing, base, meta['ripple'], x, y)
-            rf &= water & (ent == water_eid) & ~obj   # on open water only, not on things standing in it
+            rf &= water & (entities == water_eid) & ~obj   # on open water only, not on things standing in it
             if rf.any():
                 a = rng.uniform(0.45, 0.75)
-                im[rf] = (1 - a) * im[rf] + a * 0.85 * thing.colour_at(xm[rf], ym[rf])
+                img[rf] = (1 - a) * img[rf] + a * 0.85 * thing.colour_at(xm[rf], ym[rf])
         elif cast:
             # on ground only, and not on a thing already drawn there
-            sh = _shadow(thing, base, shear, squash, x, y) & ground & (ent == ground_eid) & ~obj
-            if sh.any(): im[sh] *= rng.uniform(0.45, 0.7)
-        im[obj] = thing.colour_at(x[obj], y[obj]); ent[obj] = eid
+            sh = _shadow(thing, base, shear, squash, x, y) & ground & (entities == ground_eid) & ~obj
+            if sh.any(): img[sh] *= rng.uniform(0.45, 0.7)
+        img[obj] = thing.colour_at(x[obj], y[obj]); entities[obj] = eid; materials[obj] = TOY_CATEGORY_ID[thing.kind]
         return obj, sh, rf
+
+    def distractor(th, base):
+        "Draw a thing that stays in the clean plate (with its shadow or reflection)."
+        eid = len(cat) + 1; cat[eid] = TOY_CATEGORY_ID[th.kind]
+        obj, _, _ = draw(th, eid, bool(water[min(int(base), size - 1), 0]), rng.random() < p_shadow)
+        if not obj.any(): del cat[eid]
 
     # distractors, behind the target; kept in the clean plate
     nd = rng.integers(n_distractors[0], n_distractors[1] + 1)
     for _ in range(nd):
         r = size * rng.uniform(lo, hi) * 0.8
         base = rng.uniform(horizon + 1, size - 1)
-        th = _random_thing(rng, str(rng.choice(TOY_SHAPES)), rng.uniform(r, size - r), base, r, light)
-        eid = len(cat) + 1; cat[eid] = TOY_CATEGORY_ID[th.kind]
-        obj, _, _ = draw(img, entities, th, eid, bool(water[min(int(base), size - 1), 0]), rng.random() < p_shadow)
-        if not obj.any(): del cat[eid]
-    clean, entities_clean = img.copy(), entities.copy()
+        distractor(_random_thing(rng, str(rng.choice(TOY_SHAPES)), rng.uniform(r, size - r), base, r, light), base)
+    occluding = p_occlude > 0 and rng.random() < p_occlude   # drawn only when asked for (world v1 is unchanged)
+    if occluding:   # the target is chosen first, so that a thing can stand behind it
+        th, in_water = _target_thing(rng, size, lo, hi, shapes, meta, p_in_water, light)
+        occ = _occluded_thing(rng, size, lo, hi, th, meta, light); distractor(occ, occ.cy + 0.9 * occ.r)
+    clean, entities_clean, materials_clean = img.copy(), entities.copy(), materials.copy()
     # the target
-    r = size * rng.uniform(lo, hi)
-    kind = str(rng.choice(shapes))
-    in_water = water_top < size and rng.random() < p_in_water
-    if in_water: base = rng.uniform(water_top + 1, water_top + max(2, 0.45 * (size - water_top)))
-    else: base = rng.uniform(horizon + 0.15 * (min(water_top, size) - horizon), min(water_top, size) - 1)
-    th = _random_thing(rng, kind, rng.uniform(r, size - r), base, r, light)
+    if not occluding: th, in_water = _target_thing(rng, size, lo, hi, shapes, meta, p_in_water, light)
     eid = len(cat) + 1
-    obj, sh, rf = draw(img, entities, th, eid, in_water, (not in_water) and rng.random() < p_shadow)
-    if obj.any(): cat[eid] = TOY_CATEGORY_ID[kind]
-    # restrict effects to pixels really changed and not hidden by the object
+    obj, sh, rf = draw(th, eid, in_water, (not in_water) and rng.random() < p_shadow)
+    if obj.any(): cat[eid] = TOY_CATEGORY_ID[th.kind]
     image = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
     clean_u8 = (np.clip(clean, 0, 1) * 255 + 0.5).astype(np.uint8)
     effect = obj | sh | rf
@@ -275,12 +340,15 @@ def make_toy_scene(seed=0, size: int = 64, *, hole: str = 'object', hole_dilate:
         h = _partial_hole(rng, obj, th.r, x, y) if obj.any() else np.zeros_like(obj); tgt = image
     elif hole == 'random': h = random_mask(size, rng=rng); tgt = image
     else: h = np.zeros_like(obj); tgt = image
-    meta.update(hole=hole, shape=kind, radius=float(th.r), in_water=bool(in_water), shadow=bool(sh.any()),
-                reflection=bool(rf.any()), n_distractors=int(nd), light=light, shear=shear, squash=squash)
+    occluded = sorted(int(e) for e in np.unique(entities_clean[obj]) if cat.get(int(e)) in TOY_THING_IDS)
+    meta.update(hole=hole, shape=th.kind, radius=float(th.r), in_water=in_water, shadow=bool(sh.any()),
+                reflection=bool(rf.any()), n_distractors=int(nd), light=light, shear=shear, squash=squash,
+                occluded=occluded)
     sid = id if id is not None else 'toy-' + ('-'.join(map(str, seed)) if isinstance(seed, (tuple, list)) else str(seed))
     return ToyScene(image=image, clean=clean_u8, object_mask=obj, effect_mask=effect, entities=entities,
                     entities_clean=entities_clean, entity_category=cat, target_entity=eid if obj.any() else 0,
-                    hole=h, target=tgt, shadow_mask=sh, reflection_mask=rf, seed=seed, id=sid, meta=meta)
+                    hole=h, target=tgt, shadow_mask=sh, reflection_mask=rf, seed=seed, id=sid, meta=meta,
+                    materials=materials, materials_clean=materials_clean)
 
 # %% ../../nbs/03_data.toyworld.ipynb #a1244cdf
 def make_toy_scenes(n: int, size: int = 64, seed: int = 0, progress: bool = False, **options) -> list[ToyScene]:
@@ -291,6 +359,17 @@ def make_toy_scenes(n: int, size: int = 64, seed: int = 0, progress: bool = Fals
         from tqdm.auto import tqdm
         it = tqdm(it, desc='toy scenes')
     return [make_toy_scene((seed, i), size, **options) for i in it]
+
+# %% ../../nbs/03_data.toyworld.ipynb #a7e18267
+TOY_WORLDS = {
+    'v1': dict(p_texture=0.0, p_occlude=0.0),
+    'v2': dict(p_texture=0.6, p_occlude=0.4, n_distractors=(0, 3)),
+}
+
+def toy_world(name: str = 'v1', **overrides) -> dict:
+    "The `make_toy_scene` options of world `name` (see `TOY_WORLDS`), updated with `overrides`."
+    if name not in TOY_WORLDS: raise InputError(f"unknown toy world {name!r}; choose one of {list(TOY_WORLDS)}")
+    return dict(TOY_WORLDS[name], **overrides)
 
 # %% ../../nbs/03_data.toyworld.ipynb #f23a9279
 def entity_colours(entities: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -135,7 +135,9 @@ def _load(cls, path, subfolder: str | None, what: str):
     root = Path(path)
     if not root.exists(): raise MissingFileError(f"model directory not found: {root}")
     d = _check_dir(root, subfolder) if subfolder else _check_dir(root.parent, root.name)
-    try: return cls.from_pretrained(d, local_files_only=True), d
+    try:
+        if not isinstance(cls, type): cls = cls(d)        # a chooser: the class depends on the folder's config
+        return cls.from_pretrained(d, local_files_only=True), d
     except Exception as e: raise ModelLoadError(f"{d}: could not load the {what}: {e}") from None
 
 def load_unet(path, subfolder: str | None = 'unet') -> UNet2DConditionModel:
@@ -146,9 +148,16 @@ def load_unet(path, subfolder: str | None = 'unet') -> UNet2DConditionModel:
                              f"got {unet.config.in_channels} in / {unet.config.out_channels} out")
     return unet
 
+def _vae_class(d: Path):
+    "AutoencoderKL, or the toy scale's `ToyAutoencoderKL` (`models.toy_vae`) when the folder's config names it."
+    if json.loads((d / 'config.json').read_text()).get('_class_name') == 'ToyAutoencoderKL':
+        from erase_core.models.toy_vae import ToyAutoencoderKL
+        return ToyAutoencoderKL
+    return AutoencoderKL
+
 def load_vae(path, subfolder: str | None = 'vae') -> AutoencoderKL:
-    "A diffusers AutoencoderKL from `path/subfolder` (or `path` itself with `subfolder=None`)."
-    return _load(AutoencoderKL, path, subfolder, 'autoencoder')[0]
+    "A diffusers AutoencoderKL (or a `ToyAutoencoderKL`, as its config says) from `path/subfolder` (or `path` with `subfolder=None`)."
+    return _load(_vae_class, path, subfolder, 'autoencoder')[0]
 
 # %% ../../nbs/10_models.presets.ipynb #05a0da44
 def load_unet_state_dict(unet: UNet2DConditionModel, path, strict: bool = True) -> UNet2DConditionModel:

@@ -186,7 +186,8 @@ def load_segmenter(src: str | Path = 'toy', device=None, min_side: int | None = 
             if p.get('rescale_factor', 1 / 255) and max(mean) > 1: mean, std = [m / 255 for m in mean], [s / 255 for s in std]
         meta = json.loads((path / 'erase_core.json').read_text()) if (path / 'erase_core.json').exists() else {}
         name = meta.get('name', f'mask2former({path.name})')
-        seg = EntitySegmenter(model, name=name, image_mean=mean, image_std=std, min_side=min_side)
+        seg = EntitySegmenter(model, name=name, image_mean=mean, image_std=std,
+                              min_side=min_side if min_side is not None else meta.get('min_side'))   # the side it was trained at
         seg.meta = meta
     return seg.to(device) if device is not None else seg
 
@@ -295,7 +296,7 @@ def toy_segmentation_sample(scene, clean: bool = False, labels: str = 'entity'):
     cls = torch.tensor([0 if labels == 'entity' else scene.entity_category[int(i)] - 1 for i in ids], dtype=torch.long)
     return torch.from_numpy(img).permute(2, 0, 1).float() / 255, masks, cls
 
-def _toy_batches(scenes, batch_size, gen, labels='entity'):
+def _toy_batches(scenes, batch_size, gen, labels='entity', side=None):
     samples = [toy_segmentation_sample(s, c, labels) for s in scenes for c in (False, True)]
     while True:
         for i in torch.randperm(len(samples), generator=gen).split(batch_size):
@@ -304,6 +305,9 @@ def _toy_batches(scenes, batch_size, gen, labels='entity'):
             for j in i.tolist():
                 x, m, l = samples[j]
                 if torch.rand(1, generator=gen) < 0.5: x, m = x.flip(-1), m.flip(-1)
+                if side is not None and x.shape[-1] != side:   # the segmenter's input size (as `EntitySegmenter(min_side=)` resizes)
+                    x = F.interpolate(x[None], size=(side, side), mode='bilinear', align_corners=False)[0]
+                    m = F.interpolate(m[None], size=(side, side), mode='nearest')[0]
                 xs.append(x); ms.append(m); ls.append(l)
             yield torch.stack(xs), ms, ls
 
@@ -329,32 +333,37 @@ def evaluate_toy_segmenter(seg: nn.Module, scenes, batch_size: int = 16, categor
 def train_toy_segmenter(out_dir: str | Path | None = None, steps: int = 1500, n_scenes: int = 800, n_eval: int = 200,
                         size: int = 64, batch_size: int = 8, lr: float = 2e-3, seed: int = 0, preset: str = 'toy',
                         labels: str = 'entity', num_threads: int | None = 1, log_every: int = 100, save: bool = True,
-                        verbose: bool = True) -> dict:
+                        verbose: bool = True, world: str = 'v1', min_side: int | None = None) -> dict:
     """Train the toy Mask2Former on toy scenes (seed `seed`), evaluate PQ on `n_eval` held-out scenes
     (seed `seed + 1000`), and save it (transformers format + `erase_core.json`) to `out_dir`
     (default `checkpoints/toy/segmenter`). `num_threads` sets torch's CPU threads while training (1 is fastest
-    for this small model; `None` leaves the setting alone). Returns a summary dict (PQ, timings, losses)."""
+    for this small model; `None` leaves the setting alone). `world`: the toy world of the scenes (`toy_world`);
+    `min_side`: the side the images are resized to before the model sees them, in training and (saved with the
+    checkpoint) at inference. Returns a summary dict (PQ, timings, losses)."""
     out_dir = Path(out_dir) if out_dir is not None else toy_segmenter_dir()
     if steps < 1: raise InputError(f"steps must be >= 1, got {steps}")
     if labels not in ('entity', 'category'): raise InputError(f"labels must be 'entity' or 'category', got {labels!r}")
     gen = seed_everything(seed)
     threads = torch.get_num_threads()
     if num_threads is not None: torch.set_num_threads(num_threads)
-    try: return _train_toy_segmenter(out_dir, steps, n_scenes, n_eval, size, batch_size, lr, seed, preset, labels, log_every, save, verbose, gen)
+    try: return _train_toy_segmenter(out_dir, steps, n_scenes, n_eval, size, batch_size, lr, seed, preset, labels, log_every, save, verbose, gen,
+                                     world, min_side)
     finally: torch.set_num_threads(threads)
 
-def _train_toy_segmenter(out_dir, steps, n_scenes, n_eval, size, batch_size, lr, seed, preset, labels, log_every, save, verbose, gen):
+def _train_toy_segmenter(out_dir, steps, n_scenes, n_eval, size, batch_size, lr, seed, preset, labels, log_every, save, verbose, gen,
+                         world='v1', min_side=None):
     from transformers import Mask2FormerForUniversalSegmentation
-    from erase_core.data.toyworld import make_toy_scenes, TOY_CATEGORIES
-    t0 = time.time()
-    train = make_toy_scenes(n_scenes, size=size, seed=seed)
-    held = make_toy_scenes(n_eval, size=size, seed=seed + 1000)
+    from erase_core.data.toyworld import make_toy_scenes, TOY_CATEGORIES, toy_world
+    t0 = time.time(); opts = toy_world(world)
+    train = make_toy_scenes(n_scenes, size=size, seed=seed, **opts)
+    held = make_toy_scenes(n_eval, size=size, seed=seed + 1000, **opts)
+    side = None if min_side is None else EntitySegmenter(nn.Identity(), min_side=min_side).input_size(size, size)[0]
     id2label = {0: 'entity'} if labels == 'entity' else {c['id'] - 1: c['name'] for c in TOY_CATEGORIES}
-    model = Mask2FormerForUniversalSegmentation(mask2former_config(preset, id2label=id2label, image_size=size))
+    model = Mask2FormerForUniversalSegmentation(mask2former_config(preset, id2label=id2label, image_size=side or size))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    model.train(); losses = []; batches = _toy_batches(train, batch_size, gen, labels)
+    model.train(); losses = []; batches = _toy_batches(train, batch_size, gen, labels, side)
     for step in range(steps):
         x, ms, ls = next(batches)
         out = model(pixel_values=(x - mean) / std, mask_labels=ms, class_labels=ls)
@@ -364,11 +373,11 @@ def _train_toy_segmenter(out_dir, steps, n_scenes, n_eval, size, batch_size, lr,
         if verbose and (step + 1) % log_every == 0:
             print(f"step {step + 1}/{steps}  loss {np.mean(losses[-log_every:]):.3f}  {time.time() - t0:.0f}s", flush=True)
     train_s = time.time() - t0
-    seg = EntitySegmenter(model, name='mask2former-toy(trained on the toy world)', weights='toy')
+    seg = EntitySegmenter(model, name='mask2former-toy(trained on the toy world)', weights='toy', min_side=min_side)
     metrics = evaluate_toy_segmenter(seg, held, categories=labels == 'category')
     summary = dict(name=seg.name, preset=preset, labels=labels, steps=steps, n_scenes=n_scenes, n_eval=n_eval, size=size,
                    batch_size=batch_size, lr=lr, seed=seed, train_seconds=round(train_s, 1),
-                   final_loss=float(np.mean(losses[-50:])), heldout=metrics, eval_seed=seed + 1000)
+                   final_loss=float(np.mean(losses[-50:])), heldout=metrics, eval_seed=seed + 1000, world=world, min_side=min_side)
     if save:
         out_dir.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(out_dir)

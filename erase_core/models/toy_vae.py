@@ -8,11 +8,17 @@ import json, math, time
 from pathlib import Path
 import numpy as np
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers import AutoencoderKL
+from diffusers.configuration_utils import register_to_config
+from diffusers.models.autoencoders.vae import DecoderOutput
 from ..core import InputError, pick_device, checkpoints_dir
-from ..data.toyworld import make_toy_scenes, ToyScene
+from ..data.toyworld import make_toy_scenes, ToyScene, toy_world
 
 # %% auto #0
-__all__ = ['default_vae_dir', 'reconstruct', 'toy_vae_psnr', 'train_toy_vae', 'load_toy_vae']
+__all__ = ['TOY_VAE_V2', 'TOY_VAE_RECIPES', 'default_vae_dir', 'reconstruct', 'toy_vae_psnr', 'ToyAutoencoderKL',
+           'toy_vae_recipe', 'toy_vae_psnr_regions', 'train_toy_vae', 'load_toy_vae']
 
 # %% ../../nbs/11_models.toy_vae.ipynb #58b731b3
 def default_vae_dir() -> Path:
@@ -43,34 +49,92 @@ def toy_vae_psnr(vae, scenes, batch_size: int = 64) -> float:
     mse = (rec - ref).pow(2).mean((1, 2, 3)).clamp_min(1e-10)
     return float((10 * torch.log10(1 / mse)).mean())
 
+# %% ../../nbs/11_models.toy_vae.ipynb #c773ed97
+class ToyAutoencoderKL(AutoencoderKL):
+    "diffusers' `AutoencoderKL` plus, with `shortcut=True`, a linear space-to-channel path around encoder and decoder."
+    @register_to_config
+    def __init__(self, in_channels: int = 3, out_channels: int = 3, down_block_types=('DownEncoderBlock2D',),
+                 up_block_types=('UpDecoderBlock2D',), block_out_channels=(64,), layers_per_block: int = 1, act_fn: str = 'silu',
+                 latent_channels: int = 4, norm_num_groups: int = 32, sample_size: int = 32, scaling_factor: float = 0.18215,
+                 shift_factor=None, latents_mean=None, latents_std=None, force_upcast: bool = True, use_quant_conv: bool = True,
+                 use_post_quant_conv: bool = True, mid_block_add_attention: bool = True, shortcut: bool = True):
+        super().__init__(in_channels, out_channels, down_block_types, up_block_types, block_out_channels, layers_per_block, act_fn,
+                         latent_channels, norm_num_groups, sample_size, scaling_factor, shift_factor, latents_mean, latents_std,
+                         force_upcast, use_quant_conv, use_post_quant_conv, mid_block_add_attention)
+        self.factor = 2 ** (len(block_out_channels) - 1); patch = in_channels * self.factor ** 2
+        self.shortcut_in = nn.Conv2d(patch, latent_channels, 1) if shortcut else None
+        self.shortcut_out = nn.Conv2d(latent_channels, out_channels * self.factor ** 2, 1) if shortcut else None
+
+    def _encode(self, x):
+        h = super()._encode(x)
+        if self.shortcut_in is None: return h
+        mean, logvar = h.chunk(2, dim=1)
+        return torch.cat([mean + self.shortcut_in(F.pixel_unshuffle(x, self.factor)), logvar], dim=1)
+
+    def _decode(self, z, return_dict: bool = True):
+        dec = super()._decode(z, return_dict=False)[0]
+        if self.shortcut_out is not None: dec = dec + F.pixel_shuffle(self.shortcut_out(z), self.factor)
+        return DecoderOutput(sample=dec) if return_dict else (dec,)
+
+# %% ../../nbs/11_models.toy_vae.ipynb #1e185db1
+TOY_VAE_V2 = dict(in_channels=3, out_channels=3, latent_channels=16, layers_per_block=1, sample_size=64,
+                  block_out_channels=(32, 64, 64), down_block_types=('DownEncoderBlock2D',) * 3,
+                  up_block_types=('UpDecoderBlock2D',) * 3, norm_num_groups=16, scaling_factor=1.0,
+                  mid_block_add_attention=False, shortcut=True)
+
+TOY_VAE_RECIPES = {
+    'v1': dict(),   # the first toy VAE: the toy preset's 4-channel AutoencoderKL on the first world
+    'v2': dict(config=TOY_VAE_V2, world='v2', crop=32, batch_size=16, steps=7000, lr=2e-3),
+}
+
+def toy_vae_recipe(name: str = 'v1', **overrides) -> dict:
+    "The `train_toy_vae` keyword arguments of recipe `name` (`TOY_VAE_RECIPES`), updated with `overrides`."
+    if name not in TOY_VAE_RECIPES: raise InputError(f"unknown toy VAE recipe {name!r}; choose one of {list(TOY_VAE_RECIPES)}")
+    return dict(TOY_VAE_RECIPES[name], **overrides)
+
+# %% ../../nbs/11_models.toy_vae.ipynb #b21d445a
+def toy_vae_psnr_regions(vae, scenes, batch_size: int = 64) -> dict:
+    "Reconstruction PSNR (dB, peak 1) of `vae` on `scenes`: whole image, inside the object mask, outside it (means over scenes)."
+    rec = reconstruct(vae, scenes, batch_size); ref = (_to_tensor(scenes) + 1) / 2
+    m = torch.stack([torch.from_numpy(s.object_mask) for s in scenes])[:, None].float()
+    err = (rec - ref).pow(2).mean(1, keepdim=True)
+    db = lambda w: (10 * torch.log10(1 / ((err * w).sum((1, 2, 3)) / w.sum((1, 2, 3)).clamp_min(1)).clamp_min(1e-10)))
+    keep = m.sum((1, 2, 3)) > 0
+    return dict(all=float(db(torch.ones_like(m)).mean()), object=float(db(m)[keep].mean()), outside=float(db(1 - m).mean()))
+
 # %% ../../nbs/11_models.toy_vae.ipynb #b657842f
 def train_toy_vae(out_dir=None, n_scenes: int = 4000, steps: int = 2000, batch_size: int = 8,
                   crop: int | None = None, lr: float = 2e-3, kl_weight: float = 1e-6, seed: int = 0, device='cpu',
                   loss: str = 'l1+mse', posterior: str = 'mode',
                   n_held_out: int = 128, max_minutes: float | None = None, set_scaling_factor: bool = True,
-                  num_threads: int | None = 1, progress: bool = True, log_every: int = 100):
-    "Train the toy preset's VAE on toy scenes; save it to `out_dir` (default `checkpoints/toy/vae`) with `save_pretrained`; return `(vae, report)`."
+                  num_threads: int | None = 1, progress: bool = True, log_every: int = 100,
+                  config: dict | None = None, world: str = 'v1'):
+    """Train a toy VAE on toy scenes of `world`; save it to `out_dir` (default `checkpoints/toy/vae`) with `save_pretrained`;
+    return `(vae, report)`. `config`: a `ToyAutoencoderKL` config (default: the toy preset's 4-channel AutoencoderKL).
+    `train_toy_vae(**toy_vae_recipe('v2'))` trains the second one."""
     if steps < 1 or n_scenes < 1: raise InputError(f"steps and n_scenes must be >= 1, got {steps}, {n_scenes}")
     if loss not in ('l1', 'l1+mse'): raise InputError(f"loss must be 'l1' or 'l1+mse', got {loss!r}")
     if posterior not in ('mode', 'sample'): raise InputError(f"posterior must be 'mode' or 'sample', got {posterior!r}")
     dev = pick_device(device); torch.manual_seed(seed)
     prev_threads = torch.get_num_threads()
     if num_threads and dev.type == 'cpu': torch.set_num_threads(num_threads)
+    opts = toy_world(world)
     try: return _train(dev, out_dir, n_scenes, steps, batch_size, crop, lr, kl_weight, seed, n_held_out, max_minutes,
-                       set_scaling_factor, progress, log_every, loss, posterior)
+                       set_scaling_factor, progress, log_every, loss, posterior, config, world, opts)
     finally: torch.set_num_threads(prev_threads)
 
 def _train(dev, out_dir, n_scenes, steps, batch_size, crop, lr, kl_weight, seed, n_held_out, max_minutes,
-           set_scaling_factor, progress, log_every, loss_kind='l1+mse', posterior='mode'):
+           set_scaling_factor, progress, log_every, loss_kind='l1+mse', posterior='mode', config=None, world='v1', opts=None):
     from tqdm.auto import tqdm
     from erase_core.models.presets import build_vae
-    vae = build_vae('toy', source='random', seed=seed).to(dev).train()
+    torch.manual_seed(seed)
+    vae = (ToyAutoencoderKL(**config) if config else build_vae('toy', source='random', seed=seed)).to(dev).train()
     size = vae.config.sample_size
     if crop is not None and not 8 <= crop <= size: raise InputError(f"crop must be in [8, {size}] or None, got {crop}")
     t0 = time.perf_counter()
-    scenes = make_toy_scenes(n_scenes, size=size, seed=seed)
+    scenes = make_toy_scenes(n_scenes, size=size, seed=seed, **opts)
     X = torch.cat([_to_tensor(scenes), _to_tensor([s.clean for s in scenes])])      # images and clean plates
-    held = make_toy_scenes(n_held_out, size=size, seed=seed + 10_000)               # never trained on
+    held = make_toy_scenes(n_held_out, size=size, seed=seed + 10_000, **opts)            # never trained on
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     warm = min(50, steps // 10 + 1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1, (i + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps))))
@@ -92,13 +156,14 @@ def _train(dev, out_dir, n_scenes, steps, batch_size, crop, lr, kl_weight, seed,
             bar.set_postfix(l1=f"{l1.item():.4f}")
         if max_minutes is not None and time.perf_counter() - t0 > 60 * max_minutes: break
     vae.eval()
-    psnr = toy_vae_psnr(vae, held)
+    psnr = toy_vae_psnr(vae, held); regions = toy_vae_psnr_regions(vae, held)
     with torch.no_grad():
         z = torch.cat([vae.encode(_to_tensor(held[i:i + 64]).to(dev)).latent_dist.mode().cpu() for i in range(0, len(held), 64)])
     std = float(z.std())
     if set_scaling_factor: vae.register_to_config(scaling_factor=1.0 / std)
     out = Path(out_dir) if out_dir is not None else default_vae_dir(); vae.save_pretrained(out)
-    report = dict(psnr_held_out=round(psnr, 3), latent_std=round(std, 4), scaling_factor=float(vae.config.scaling_factor),
+    report = dict(psnr_held_out=round(psnr, 3), psnr_held_out_regions={k: round(v, 3) for k, v in regions.items()}, world=world,
+                  config={k: list(v) if isinstance(v, tuple) else v for k, v in (config or {}).items()}, latent_std=round(std, 4), scaling_factor=float(vae.config.scaling_factor),
                   steps=step + 1, batch_size=batch_size, crop=crop, lr=lr, kl_weight=kl_weight, loss=loss_kind, posterior=posterior, n_scenes=n_scenes,
                   n_held_out=n_held_out, seed=seed, device=str(dev), num_threads=torch.get_num_threads(), seconds=round(time.perf_counter() - t0, 1),
                   scale='toy', history=history)
@@ -106,6 +171,6 @@ def _train(dev, out_dir, n_scenes, steps, batch_size, crop, lr, kl_weight, seed,
     return vae, report
 
 def load_toy_vae(path=None):
-    "The toy VAE saved by `train_toy_vae` (default `checkpoints/toy/vae`); a `MissingFileError` / `ModelLoadError` says what is missing."
+    "The toy VAE saved by `train_toy_vae` (default `checkpoints/toy/vae`), of the class its config names; a `MissingFileError` / `ModelLoadError` says what is missing."
     from erase_core.models.presets import load_vae
     return load_vae(Path(path) if path is not None else default_vae_dir(), subfolder=None)
