@@ -49,7 +49,7 @@ def test_non_inpainting_unet_is_rejected(tmp_path):
     save_components(c, tmp_path)
     cfg = dict(PRESETS['tiny'].unet, in_channels=4)
     UNet2DConditionModel(**cfg).save_pretrained(tmp_path / 'unet')
-    with pytest.raises(ModelLoadError, match='9 input and 4 output channels'):
+    with pytest.raises(ModelLoadError, match=r'2 x 4 \+ 1 = 9 input channels'):
         load_components('tiny', tmp_path)
 
 

@@ -290,11 +290,23 @@ def metric_suite(scale: str, device='cpu', paths: dict | None = None, checkpoint
         seg = build_segmenter('smoke').to(dev)
         return MetricSuite(lp, random_conv_extractor(), seg, DinoPatchFeatures.random().to(dev), EntityMaskGenerator(seg),
                            segmenter_sha256='random')
+    ft = checkpoint_status('toy-features', 'toy', checkpoints_module)
+    if ft.ok:                                                # the toy feature network stands in for AlexNet, DINOv2 and Inception
+        from erase_core.models.toy_features import ToyLPIPS, ToyPatchFeatures, toy_fid_extractor, load_toy_features
+        net = load_toy_features(ft.path)
+        lp, feats, fid = ToyLPIPS(net).to(dev), ToyPatchFeatures(net), toy_fid_extractor(net)
+        for m in (lp, feats, fid): _name_trained(m)
     st = checkpoint_status('segmenter', 'toy', checkpoints_module)
     if not st.ok: return MetricSuite(lp, None, None, None, None, status=f"toy segmenter {st.status}: MSN, MARS, CFD and FID not measured")
     seg = load_segmenter(st.path, device=str(dev))          # st.path: verified by toy_checkpoint('segmenter')
-    return MetricSuite(lp, segmenter_fid_extractor(seg), seg, DinoPatchFeatures.random().to(dev), EntityMaskGenerator(seg),
-                       segmenter_sha256=st.sha256)
+    if not ft.ok: feats, fid = DinoPatchFeatures.random().to(dev), segmenter_fid_extractor(seg)
+    return MetricSuite(lp, fid, seg, feats, EntityMaskGenerator(seg), segmenter_sha256=st.sha256)
+
+def _name_trained(m):
+    "The toy feature network loaded from its verified checkpoint: its metrics say it is the trained one."
+    label = 'toy-features(trained on the toy world)'
+    if hasattr(m, 'extractor'): m.extractor = label
+    m.name = label
 
 # %% ../../nbs/62_experiments.methods.ipynb #6d8c9b54
 def provenance(scale: str, device='cpu', seed: int = 0, n_samples: int | None = None, commit: str | None = None) -> dict:

@@ -141,11 +141,12 @@ def _load(cls, path, subfolder: str | None, what: str):
     except Exception as e: raise ModelLoadError(f"{d}: could not load the {what}: {e}") from None
 
 def load_unet(path, subfolder: str | None = 'unet') -> UNet2DConditionModel:
-    "A diffusers UNet from `path/subfolder` (or `path` itself with `subfolder=None`), checked to be a 9-channel inpainting UNet."
+    "A diffusers UNet from `path/subfolder` (or `path` itself with `subfolder=None`), checked to be an inpainting UNet (2C + 1 inputs for C latent channels)."
     unet, d = _load(UNet2DConditionModel, path, subfolder, 'UNet')
-    if unet.config.in_channels != 9 or unet.config.out_channels != 4:
-        raise ModelLoadError(f"{d}: expected an inpainting UNet with 9 input and 4 output channels, "
-                             f"got {unet.config.in_channels} in / {unet.config.out_channels} out")
+    c = unet.config.out_channels
+    if unet.config.in_channels != 2 * c + 1:   # noisy latent, mask, masked-image latent: SD's 9 = 4 + 1 + 4
+        raise ModelLoadError(f"{d}: expected an inpainting UNet with 2 x {c} + 1 = {2 * c + 1} input channels for its {c} output "
+                             f"channels (SD: 9 in / 4 out), got {unet.config.in_channels} in / {c} out")
     return unet
 
 def _vae_class(d: Path):
