@@ -108,32 +108,38 @@ def train_toy_vae(out_dir=None, n_scenes: int = 4000, steps: int = 2000, batch_s
                   loss: str = 'l1+mse', posterior: str = 'mode',
                   n_held_out: int = 128, max_minutes: float | None = None, set_scaling_factor: bool = True,
                   num_threads: int | None = 1, progress: bool = True, log_every: int = 100,
-                  config: dict | None = None, world: str = 'v1'):
+                  config: dict | None = None, world: str = 'v1', thing_weight: float = 0.0, init=None):
     """Train a toy VAE on toy scenes of `world`; save it to `out_dir` (default `checkpoints/toy/vae`) with `save_pretrained`;
     return `(vae, report)`. `config`: a `ToyAutoencoderKL` config (default: the toy preset's 4-channel AutoencoderKL).
-    `train_toy_vae(**toy_vae_recipe('v2'))` trains the second one."""
+    `train_toy_vae(**toy_vae_recipe('v2'))` trains the second one. `thing_weight`: extra loss weight on the pixels of
+    things (objects are where an erasure's edges lie); `init`: a saved toy VAE folder to start from (fine-tuning)."""
     if steps < 1 or n_scenes < 1: raise InputError(f"steps and n_scenes must be >= 1, got {steps}, {n_scenes}")
     if loss not in ('l1', 'l1+mse'): raise InputError(f"loss must be 'l1' or 'l1+mse', got {loss!r}")
     if posterior not in ('mode', 'sample'): raise InputError(f"posterior must be 'mode' or 'sample', got {posterior!r}")
+    if not thing_weight >= 0: raise InputError(f"thing_weight must be >= 0, got {thing_weight!r}")
     dev = pick_device(device); torch.manual_seed(seed)
     prev_threads = torch.get_num_threads()
     if num_threads and dev.type == 'cpu': torch.set_num_threads(num_threads)
     opts = toy_world(world)
     try: return _train(dev, out_dir, n_scenes, steps, batch_size, crop, lr, kl_weight, seed, n_held_out, max_minutes,
-                       set_scaling_factor, progress, log_every, loss, posterior, config, world, opts)
+                       set_scaling_factor, progress, log_every, loss, posterior, config, world, opts, thing_weight, init)
     finally: torch.set_num_threads(prev_threads)
 
 def _train(dev, out_dir, n_scenes, steps, batch_size, crop, lr, kl_weight, seed, n_held_out, max_minutes,
-           set_scaling_factor, progress, log_every, loss_kind='l1+mse', posterior='mode', config=None, world='v1', opts=None):
+           set_scaling_factor, progress, log_every, loss_kind='l1+mse', posterior='mode', config=None, world='v1', opts=None, thing_weight=0.0, init=None):
     from tqdm.auto import tqdm
     from erase_core.models.presets import build_vae
     torch.manual_seed(seed)
-    vae = (ToyAutoencoderKL(**config) if config else build_vae('toy', source='random', seed=seed)).to(dev).train()
+    if init is not None: vae = load_toy_vae(init)
+    else: vae = ToyAutoencoderKL(**config) if config else build_vae('toy', source='random', seed=seed)
+    vae = vae.to(dev).train()
     size = vae.config.sample_size
     if crop is not None and not 8 <= crop <= size: raise InputError(f"crop must be in [8, {size}] or None, got {crop}")
     t0 = time.perf_counter()
     scenes = make_toy_scenes(n_scenes, size=size, seed=seed, **opts)
     X = torch.cat([_to_tensor(scenes), _to_tensor([s.clean for s in scenes])])      # images and clean plates
+    things = lambda mats: torch.from_numpy(np.stack([(m >= 1) & (m <= 6) for m in mats]))[:, None].float()   # category ids 1-6
+    W = 1 + thing_weight * torch.cat([things([s.materials for s in scenes]), things([s.materials_clean for s in scenes])]) if thing_weight else None
     held = make_toy_scenes(n_held_out, size=size, seed=seed + 10_000, **opts)            # never trained on
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     warm = min(50, steps // 10 + 1)
@@ -144,12 +150,14 @@ def _train(dev, out_dir, n_scenes, steps, batch_size, crop, lr, kl_weight, seed,
         idx = torch.randint(0, len(X), (batch_size,), generator=g)
         oy, ox = torch.randint(0, size - c + 1, (2,), generator=g).tolist()
         x = X[idx][:, :, oy:oy + c, ox:ox + c]
-        if torch.rand(1, generator=g).item() < 0.5: x = x.flip(-1)
+        w = W[idx][:, :, oy:oy + c, ox:ox + c] if W is not None else torch.ones(1)
+        if torch.rand(1, generator=g).item() < 0.5: x, w = x.flip(-1), w.flip(-1)
+        w = w.to(dev)
         x = x.to(dev)
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.mode() if posterior == 'mode' else post.sample()).sample
-        l1 = (rec - x).abs().mean(); kl = post.kl().mean()
-        loss = l1 + kl_weight * kl + ((rec - x).pow(2).mean() if loss_kind == 'l1+mse' else 0)
+        l1 = ((rec - x).abs() * w).mean(); kl = post.kl().mean()
+        loss = l1 + kl_weight * kl + (((rec - x).pow(2) * w).mean() if loss_kind == 'l1+mse' else 0)
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
         if (step + 1) % log_every == 0 or step == steps - 1:
             history.append(dict(step=step + 1, l1=l1.item(), kl=kl.item(), seconds=round(time.perf_counter() - t0, 1)))
@@ -164,7 +172,7 @@ def _train(dev, out_dir, n_scenes, steps, batch_size, crop, lr, kl_weight, seed,
     out = Path(out_dir) if out_dir is not None else default_vae_dir(); vae.save_pretrained(out)
     report = dict(psnr_held_out=round(psnr, 3), psnr_held_out_regions={k: round(v, 3) for k, v in regions.items()}, world=world,
                   config={k: list(v) if isinstance(v, tuple) else v for k, v in (config or {}).items()}, latent_std=round(std, 4), scaling_factor=float(vae.config.scaling_factor),
-                  steps=step + 1, batch_size=batch_size, crop=crop, lr=lr, kl_weight=kl_weight, loss=loss_kind, posterior=posterior, n_scenes=n_scenes,
+                  steps=step + 1, batch_size=batch_size, crop=crop, lr=lr, kl_weight=kl_weight, loss=loss_kind, posterior=posterior, n_scenes=n_scenes, thing_weight=thing_weight, init=None if init is None else str(init),
                   n_held_out=n_held_out, seed=seed, device=str(dev), num_threads=torch.get_num_threads(), seconds=round(time.perf_counter() - t0, 1),
                   scale='toy', history=history)
     (out / 'training.json').write_text(json.dumps(report, indent=1))
