@@ -88,6 +88,9 @@ def test_two_processes_match_one(tmp_path):
     (['yoeo-teacher', '--scale', 'smoke', '--set', 'nonsense=1'], "erase-core: error: recipe 'yoeo-teacher' has no setting 'nonsense'"),
     (['yoeo-teacher', '--scale', 'smoke', '--set', 'steps'], 'erase-core: error: --set takes KEY=VALUE'),
     (['yoeo-teacher', '--scale', 'smoke', '--publish', 'x'], 'erase-core: error: --publish records toy checkpoints only'),
+    (['yoeo-distill', '--scale', 'smoke', '--set', 'disc_head="patchgan"'], "erase-core: error: disc_head must be one of ('reference', 'linear')"),
+    (['yoeo-distill', '--scale', 'smoke', '--set', 'disc_sample="later"'], "erase-core: error: disc_sample must be one of ('fresh', 'reuse')"),
+    (['yoeo-joint', '--scale', 'smoke', '--set', 'exclude_teacher_sundries="paired"'], 'erase-core: error: exclude_teacher_sundries must be one of'),
 ])
 def test_bad_training_input_is_one_line(tmp_path, capsys, args, first):
     assert _train(*args, '--out', tmp_path / 'x') == 2
@@ -126,3 +129,16 @@ def test_table2_ablations_are_switches_of_one_recipe(teacher, tmp_path):
     assert (p['ss'], p['efc'], p['d2'], p['ss_on_paired']) == (True, False, False, True)   # SS on D1 alone acts on paired samples
     rows = read_losses(tmp_path / 'ss')
     assert rows[0]['efc'] == 0 and 'sundries' in rows[0]
+
+
+def test_a_stage2_head_of_another_architecture_names_the_retrain_command(teacher, tmp_path, capsys):
+    "A stage-2 discriminator saved with the earlier `linear` head does not load into the recipe's reference head."
+    w = teacher / 'final' / 'unet.safetensors'
+    assert _train('yoeo-distill', '--scale', 'smoke', '--out', tmp_path / 'd', '--teacher', w, '--set', 'disc_head="linear"', '--set', 'steps=1') == 0
+    d = tmp_path / 'd' / 'final'
+    src = ['--teacher', w, '--student', d / 'unet.safetensors', '--disc', d / 'disc_head.safetensors', '--set', 'steps=1']
+    capsys.readouterr()
+    assert _train('yoeo-joint', '--scale', 'smoke', '--out', tmp_path / 'j', *src) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds a 'linear' discriminator head" in err[0] and '`erase-core train yoeo-distill --scale smoke' in err[0]
+    assert _train('yoeo-joint', '--scale', 'smoke', '--out', tmp_path / 'j2', *src, '--set', 'disc_head="linear"') == 0

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from ..core import InputError
 
 # %% auto #0
-__all__ = ['FUSION_REF_SIZE', 'FUSION_SIZES', 'ellipse_kernel', 'dilate', 'gaussian_blur', 'fusion_sizes', 'normalise_map',
-           'fusion_alpha', 'wavelet_blur', 'wavelet_decompose', 'wavelet_color_fix', 'fuse_with_alpha',
-           'attention_fusion']
+__all__ = ['FUSION_REF_SIZE', 'FUSION_SIZES', 'SIZE_RULES', 'WAVELETS', 'ellipse_kernel', 'dilate', 'gaussian_blur',
+           'fusion_sizes', 'normalise_map', 'binarise_map', 'fusion_alpha', 'scipy_zoom', 'wavelet_blur',
+           'wavelet_decompose', 'wavelet_color_fix', 'fuse_with_alpha', 'attention_fusion']
 
 # %% ../../nbs/21_sampling.fusion.ipynb #f871d663
 def ellipse_kernel(size: int) -> torch.Tensor:
@@ -44,11 +44,14 @@ def gaussian_blur(x: torch.Tensor, size: int = 9, sigma: float = 2.0) -> torch.T
 # %% ../../nbs/21_sampling.fusion.ipynb #8ce54757
 FUSION_REF_SIZE = 512   # the image side at which ObjectClear's sizes below hold
 FUSION_SIZES = dict(dilate_size=21, blur_size=9, blur_sigma=2.0)
+SIZE_RULES = ('fixed', 'scaled')
 
 def _odd(x: float) -> int: return max(1, 2 * int(math.floor(x / 2)) + 1)
 
-def fusion_sizes(height: int, width: int, ref_size: int = FUSION_REF_SIZE) -> dict:
-    "ObjectClear's dilation and blur sizes scaled to an image of `height` x `width` (exact at `ref_size`)."
+def fusion_sizes(height: int, width: int, ref_size: int = FUSION_REF_SIZE, sizes: str = 'scaled') -> dict:
+    "ObjectClear's dilation and blur sizes, as they are (`sizes='fixed'`) or scaled to `height` x `width` (exact at `ref_size`)."
+    if sizes not in SIZE_RULES: raise InputError(f"sizes must be one of {SIZE_RULES}, got {sizes!r}")
+    if sizes == 'fixed': return dict(FUSION_SIZES)
     s = min(height, width) / ref_size
     return dict(dilate_size=_odd(FUSION_SIZES['dilate_size'] * s), blur_size=_odd(FUSION_SIZES['blur_size'] * s),
                 blur_sigma=FUSION_SIZES['blur_sigma'] * s)
@@ -66,40 +69,74 @@ def normalise_map(attn_map: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     lo = attn_map.amin(dim=(-2, -1), keepdim=True); hi = attn_map.amax(dim=(-2, -1), keepdim=True)
     return (attn_map - lo) / (hi - lo + eps)
 
-def fusion_alpha(attn_map: torch.Tensor, size: tuple[int, int], threshold: float = 0.5, dilate_size: int | None = None,
-                 blur_size: int | None = None, blur_sigma: float | None = None, pre_size=None) -> tuple[torch.Tensor, torch.Tensor]:
+def binarise_map(m: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+    "The hard mask of a normalised map: the authors' 8-bit rule `floor(255 v) > 128` (None), or `v > threshold`."
+    if threshold is None: return (torch.floor(m.float() * 255) > 128).float()
+    return (m > threshold).float()
+
+def fusion_alpha(attn_map: torch.Tensor, size: tuple[int, int], threshold: float | None = None, dilate_size: int | None = None,
+                 blur_size: int | None = None, blur_sigma: float | None = None, pre_size=None, sizes: str = 'fixed') -> tuple[torch.Tensor, torch.Tensor]:
     "Hard mask and alpha (B,1,H,W) for images of `size` (H, W) from attention maps (B,h,w); see above."
     h, w = size
     m = _check_map(attn_map, attn_map.shape[0])
     if pre_size is not None: m = F.interpolate(m, size=tuple(pre_size), mode='bilinear', align_corners=False)
-    auto = fusion_sizes(h, w)
+    auto = fusion_sizes(h, w, sizes=sizes)
     ds = auto['dilate_size'] if dilate_size is None else dilate_size
     bs = auto['blur_size'] if blur_size is None else blur_size
     sg = auto['blur_sigma'] if blur_sigma is None else blur_sigma
-    hard = F.interpolate((normalise_map(m) > threshold).float(), size=(h, w), mode='nearest')
+    hard = F.interpolate(binarise_map(normalise_map(m), threshold), size=(h, w), mode='nearest')
     soft = gaussian_blur(dilate(hard, ds), bs, sg)
     return hard, torch.maximum(hard, soft).clamp(0, 1)
 
 # %% ../../nbs/21_sampling.fusion.ipynb #c25eed43
-def wavelet_blur(x: torch.Tensor, radius: int) -> torch.Tensor:
-    "One level of the a trous wavelet: (B,C,H,W) blurred by a 3x3 binomial kernel with taps `radius` apart."
-    k = torch.tensor([1., 2., 1.], device=x.device, dtype=x.dtype)
-    k2 = (k[:, None] * k[None, :]) / 16
-    c = x.shape[1]
-    xp = F.pad(x, (radius,) * 4, mode='replicate')
-    return F.conv2d(xp, k2.expand(c, 1, 3, 3), dilation=radius, groups=c)
+WAVELETS = ('reference', 'atrous')
+_BINOMIAL = torch.tensor([1., 2., 1.])
 
-def wavelet_decompose(x: torch.Tensor, levels: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
-    "(high, low): the detail summed over `levels` a trous levels and the remaining low-pass image."
+def _past_edge(n_in: int, n_out: int) -> torch.Tensor:
+    "Output samples of SciPy's linear zoom from `n_in` to `n_out` whose source lands past the last input sample by float rounding."
+    z = (n_in - 1) / (n_out - 1) if n_out > 1 else 1.0
+    return torch.tensor([k * z > n_in - 1 for k in range(n_out)])
+
+def scipy_zoom(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    "SciPy's `zoom(order=1)` of (B,C,H,W) `x` to `size`: bilinear with aligned corners, and 0 (its `cval`) past the edge."
+    y = F.interpolate(x, size=size, mode='bilinear', align_corners=True)
+    past = _past_edge(x.shape[-2], size[0]).view(-1, 1) | _past_edge(x.shape[-1], size[1]).view(1, -1)
+    return y.masked_fill(past.to(y.device), 0.0) if past.any() else y
+
+def wavelet_blur(x: torch.Tensor, radius: int, algorithm: str = 'reference') -> torch.Tensor:
+    "One level of the wavelet pyramid: (B,C,H,W) blurred at `radius` by the authors' algorithm or the a trous one (see above)."
+    if algorithm not in WAVELETS: raise InputError(f"wavelet algorithm must be one of {WAVELETS}, got {algorithm!r}")
+    k = _BINOMIAL.to(x.device, x.dtype); k2 = (k[:, None] * k[None, :]) / 16
+    c = x.shape[1]
+    if algorithm == 'atrous':
+        return F.conv2d(F.pad(x, (radius,) * 4, mode='replicate'), k2.expand(c, 1, 3, 3), dilation=radius, groups=c)
+    y = F.conv2d(F.pad(x, (1,) * 4, mode='replicate'), k2.expand(c, 1, 3, 3), groups=c)
+    if radius > 1:
+        h, w = y.shape[-2:]
+        small = (max(1, round(h / radius)), max(1, round(w / radius)))       # Python's round, as SciPy sizes its output
+        y = scipy_zoom(scipy_zoom(y, small), (h, w))
+    return y
+
+def wavelet_decompose(x: torch.Tensor, levels: int = 5, algorithm: str = 'reference') -> tuple[torch.Tensor, torch.Tensor]:
+    "(high, low): the detail summed over `levels` levels (radii 1, 2, 4, ...) and the remaining low-pass image."
     high = torch.zeros_like(x)
     for i in range(levels):
-        low = wavelet_blur(x, 2 ** i)
+        low = wavelet_blur(x, 2 ** i, algorithm)
         high = high + (x - low); x = low
     return high, x
 
-def wavelet_color_fix(content: torch.Tensor, style: torch.Tensor, levels: int = 5) -> torch.Tensor:
-    "The detail of `content` on the colours (low frequencies) of `style`, both (B,C,H,W)."
-    return wavelet_decompose(content, levels)[0] + wavelet_decompose(style, levels)[1]
+def _pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    ph, pw = (-x.shape[-2]) % multiple, (-x.shape[-1]) % multiple
+    if not (ph or pw): return x
+    return F.pad(x, (0, pw, 0, ph), mode='reflect' if min(x.shape[-2:]) > max(ph, pw) else 'replicate')
+
+def wavelet_color_fix(content: torch.Tensor, style: torch.Tensor, levels: int = 5, algorithm: str = 'reference',
+                      multiple: int = 8) -> torch.Tensor:
+    "The detail of `content` on the colours (low frequencies) of `style`, both (B,C,H,W); 'reference' pads to `multiple` first."
+    h, w = content.shape[-2:]
+    if algorithm == 'reference': content, style = _pad_to(content, multiple), _pad_to(style, multiple)
+    out = wavelet_decompose(content, levels, algorithm)[0] + wavelet_decompose(style, levels, algorithm)[1]
+    return out[..., :h, :w]
 
 # %% ../../nbs/21_sampling.fusion.ipynb #24a661fc
 def _check_images(generated: torch.Tensor, image: torch.Tensor):
@@ -110,24 +147,26 @@ def _check_images(generated: torch.Tensor, image: torch.Tensor):
         raise InputError(f"generated {tuple(generated.shape)} and image {tuple(image.shape)} differ in shape")
 
 def fuse_with_alpha(generated: torch.Tensor, image: torch.Tensor, alpha: torch.Tensor, hard: torch.Tensor | None = None,
-                    color_fix: bool = False, levels: int = 5) -> torch.Tensor:
-    "alpha * generated + (1 - alpha) * base, base = `image` or its colour-fixed version (see above)."
+                    color_fix: bool = True, levels: int = 5, wavelet: str = 'reference') -> torch.Tensor:
+    "alpha * generated + (1 - alpha) * base, base = `image` colour-fixed (default) or as it is (see above)."
     _check_images(generated, image)
     base = image
     if color_fix:
         keep = 1 - (alpha if hard is None else hard)
-        base = wavelet_color_fix(image * keep, generated * keep, levels).clamp(0, 1)
+        base = wavelet_color_fix(image * keep, generated * keep, levels, wavelet).clamp(0, 1)
     return alpha * generated + (1 - alpha) * base
 
-def attention_fusion(generated: torch.Tensor, image: torch.Tensor, attn_map: torch.Tensor, threshold: float = 0.5,
-                     color_fix: bool = False, dilate_size: int | None = None, blur_size: int | None = None,
-                     blur_sigma: float | None = None, pre_size=None, levels: int = 5, return_alpha: bool = False):
+def attention_fusion(generated: torch.Tensor, image: torch.Tensor, attn_map: torch.Tensor, threshold: float | None = None,
+                     color_fix: bool = True, dilate_size: int | None = None, blur_size: int | None = None,
+                     blur_sigma: float | None = None, pre_size=None, levels: int = 5, wavelet: str = 'reference',
+                     sizes: str = 'fixed', return_alpha: bool = False):
     """Fuse `generated` into `image` (both (B,3,H,W) in [0,1]) where the attention map (B,h,w) is high.
 
     Returns the fused images, and with `return_alpha=True` also `(hard, alpha)`, each (B,1,H,W)."""
     _check_images(generated, image)
     _check_map(attn_map, image.shape[0])
-    hard, alpha = fusion_alpha(attn_map.to(image.device), image.shape[-2:], threshold, dilate_size, blur_size, blur_sigma, pre_size)
+    if wavelet not in WAVELETS: raise InputError(f"wavelet algorithm must be one of {WAVELETS}, got {wavelet!r}")
+    hard, alpha = fusion_alpha(attn_map.to(image.device), image.shape[-2:], threshold, dilate_size, blur_size, blur_sigma, pre_size, sizes)
     hard, alpha = hard.to(image.dtype), alpha.to(image.dtype)
-    out = fuse_with_alpha(generated, image, alpha, hard, color_fix, levels)
+    out = fuse_with_alpha(generated, image, alpha, hard, color_fix, levels, wavelet)
     return (out, (hard, alpha)) if return_alpha else out

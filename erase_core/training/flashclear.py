@@ -27,9 +27,9 @@ from .rad import (LatentDiscriminator, discriminator_mask, discriminator_inputs,
                                      rad_generator_loss, RAD_ABLATIONS, weighted_loss)
 
 # %% auto #0
-__all__ = ['TOY_OBER_SEED', 'TOY_OBER_EVAL_SEED', 'toy_ober_parquet', 'make_pairs', 'ObjectClearNet', 'ObjectClearModel',
-           'load_objectclear', 'objectclear_erase', 'ObjectClearStage', 'RADStage', 'toy_ober_eval', 'effect_region',
-           'erasure_metrics']
+__all__ = ['TOY_OBER_SEED', 'TOY_OBER_EVAL_SEED', 'PAPER_PRESETS', 'toy_ober_parquet', 'make_pairs', 'ObjectClearNet',
+           'ObjectClearModel', 'load_objectclear', 'objectclear_erase', 'ObjectClearStage', 'RADStage', 'toy_ober_eval',
+           'effect_region', 'erasure_metrics']
 
 # %% ../../nbs/44_training.flashclear.ipynb #49c28a0e
 TOY_OBER_SEED = 2              # toy OBER training scenes: seeds (2, i)
@@ -128,6 +128,8 @@ def load_objectclear(source='random', preset: str = 'tiny', seed: int = 0, vae=N
     return ObjectClearModel(c, enc, fus, str(source))
 
 # %% ../../nbs/44_training.flashclear.ipynb #dc6c0b5c
+PAPER_PRESETS = ('sdxl-inpaint', 'sd15-inpaint')
+
 @torch.no_grad()
 def objectclear_erase(model: ObjectClearModel, image: torch.Tensor, mask: torch.Tensor, recipe: str = 'objectclear',
                       steps: int | None = None, guidance_scale: float | None = None, seed: int = 0, fusion: bool = False,
@@ -153,6 +155,7 @@ def objectclear_erase(model: ObjectClearModel, image: torch.Tensor, mask: torch.
         z = pipe.sample_latents(x, m, g, unet=u, prompt_embeds=cond)   # the store keeps the last step's map
     amap = store.maps(z.shape[-2:])[layer]
     if kw['guidance_scale'] > 1: amap = amap.chunk(2)[1]              # the conditional half
+    fusion_kw.setdefault('sizes', 'fixed' if c.preset.name in PAPER_PRESETS else 'scaled')   # toy images are 64 px, not 512
     return attention_fusion(pipe.decode(z).float(), x.float(), amap.float(), **fusion_kw)
 
 
@@ -202,7 +205,7 @@ class ObjectClearStage(EraserStage):
     def batch(self, trainer, step, micro):
         r = self.recipe; g = trainer.generator()
         b = self.noise_draws(draw_batch(self.pairs, r.batch_size, g, step * r.grad_accum + micro), g)
-        b['keep'] = torch.rand(r.batch_size, generator=g) >= r.params.get('cond_drop', 0.1)
+        b['keep'] = torch.rand(r.batch_size, generator=g) >= r.params.get('cond_drop', 0.0)
         return b
 
 # %% ../../nbs/44_training.flashclear.ipynb #d9122ebe
@@ -352,13 +355,13 @@ def export(self: RADStage, trainer, folder):
 
 # %% ../../nbs/44_training.flashclear.ipynb #4cd4268d
 STAGES.update(objectclear=ObjectClearStage, rad=RADStage)
-_OC = dict(n_scenes=64, cond_drop=0.1, mask_weight=MASK_LOSS_WEIGHT, mask_blocks=None, init=None, augment=False)
+_OC = dict(n_scenes=64, cond_drop=0.0, mask_weight=MASK_LOSS_WEIGHT, mask_blocks=None, init=None, augment=False)   # cond_drop: see the model
 _RAD = dict(n_scenes=64, student_steps=4, ablation='IV', lora_rank=None, lora_alpha=None, disc_heads=('mid',), disc_width=None,
             disc_lora_rank=0, disc_timestep='next', gen_form='linear', mask_blocks=None, lpips_net='alex', base='objectclear', augment=False)
 from ..models.objectclear import OBJECTCLEAR_BLOCKS
 register_recipe(
     Recipe('objectclear', 'objectclear', 'smoke', 'tiny', steps=4, batch_size=2, lr=1e-4, ckpt_every=2, image_size=32,
-           params=dict(_OC, n_scenes=16)),
+           params=dict(_OC, n_scenes=16, cond_drop=0.1)),
     Recipe('objectclear', 'objectclear', 'toy', 'toy', steps=1000, batch_size=16, lr=2e-4, weight_decay=0.0, ckpt_every=100,
            image_size=64, params=dict(_OC, n_scenes=2000, init='yoeo-teacher'),
            about='toy base: the toy yoeo-teacher inpainter fine-tuned with the object token on toy OBER pairs'),

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from ..core import InputError, MissingFileError, checkpoints_dir
+from ..core import InputError, MissingFileError, ModelLoadError, checkpoints_dir
 from ..models.presets import load_components, load_unet_state_dict, EraserComponents
 from ..sampling.pipeline import ErasePipeline, make_scheduler
 from ..data.toyworld import make_toy_scenes
@@ -18,11 +18,11 @@ from ..data.datasets import D1Dataset, D2Dataset, ToyDataset, collate_batch
 from .trainer import Recipe, Stage, Trainer, register_recipe, get_recipe
 
 # %% auto #0
-__all__ = ['SCALE_PRESET', 'TRAIN_SCENE_SEED', 'PHASE_MODE_PROBS', 'PHASE_DMD', 'PHASE_GAN', 'GAN_TIMESTEPS', 'STAGES',
-           'stage_components', 'make_d1', 'make_d2', 'draw_batch', 'EraserStage', 'TeacherStage',
-           'unet_encoder_features', 'DiscriminatorHead', 'start_index_probs', 'phase_of', 'lcm_boundary',
-           'predicted_x0', 'dmd_loss', 'lsgan_losses', 'make_lpips', 'DistillStage', 'JointStage', 'make_stage',
-           'train']
+__all__ = ['SCALE_PRESET', 'TRAIN_SCENE_SEED', 'DISC_HEADS', 'PHASE_MODE_PROBS', 'PHASE_DMD', 'PHASE_GAN', 'GAN_TIMESTEPS',
+           'DISC_SAMPLES', 'SUNDRY_EXCLUSION', 'STAGES', 'stage_components', 'make_d1', 'make_d2', 'draw_batch',
+           'EraserStage', 'TeacherStage', 'unet_encoder_features', 'DiscriminatorHead', 'load_head',
+           'start_index_probs', 'phase_of', 'lcm_boundary', 'predicted_x0', 'dmd_loss', 'lsgan_losses', 'make_lpips',
+           'DistillStage', 'sundry_exclusion_rows', 'JointStage', 'make_stage', 'train']
 
 # %% ../../nbs/41_training.yoeo.ipynb #45b13083
 SCALE_PRESET = dict(smoke='tiny', toy='toy', paper='sd15-inpaint')
@@ -161,14 +161,36 @@ def unet_encoder_features(unet, sample: torch.Tensor, timestep, encoder_hidden_s
     return unet.mid_block(h, emb, encoder_hidden_states=encoder_hidden_states)
 
 # %% ../../nbs/41_training.yoeo.ipynb #0f41b8ab
+DISC_HEADS = ('reference', 'linear')
+
 class DiscriminatorHead(nn.Module):
-    "Conv head on the teacher's mid-block features -> one logit per image."
-    def __init__(self, in_channels: int, width: int = 64, groups: int = 8):
+    "Conv head on the teacher's mid-block features -> one logit per image; `arch` 'reference' (the authors') or 'linear'."
+    def __init__(self, in_channels: int, width: int = 64, arch: str = 'reference', groups: int = 8):
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.GroupNorm(groups, width), nn.SiLU(),
-                                 nn.Conv2d(width, width, 3, padding=1), nn.SiLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-                                 nn.Linear(width * 16, 1))
+        if arch not in DISC_HEADS: raise InputError(f"disc_head must be one of {DISC_HEADS}, got {arch!r}")
+        self.arch = arch
+        if arch == 'reference':
+            self.net = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1), nn.SiLU(),
+                                     nn.Conv2d(width, 2 * width, 4, 2, 1, bias=False), nn.SiLU(), nn.GroupNorm(4, 2 * width),
+                                     nn.AdaptiveAvgPool2d(4), nn.Conv2d(2 * width, 1, 4, 1, 0, bias=False), nn.Flatten())
+        else:
+            self.net = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.GroupNorm(groups, width), nn.SiLU(),
+                                     nn.Conv2d(width, width, 3, padding=1), nn.SiLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                                     nn.Linear(width * 16, 1))
     def forward(self, feats: torch.Tensor) -> torch.Tensor: return self.net(feats)
+
+def load_head(head: DiscriminatorHead, path, retrain: str = 'erase-core train yoeo-distill --scale toy --out runs/toy/yoeo-distill --publish yoeo-distill') -> DiscriminatorHead:
+    "Load a saved head into `head`; a file of another architecture or size fails in one line naming `retrain`."
+    from safetensors.torch import load_file
+    sd = {k: v.float() for k, v in load_file(str(path)).items()}
+    want = {k: tuple(v.shape) for k, v in head.state_dict().items()}
+    if {k: tuple(v.shape) for k, v in sd.items()} != want:
+        was = 'linear' if 'net.7.weight' in sd else 'reference' if 'net.6.weight' in sd else 'unknown'
+        raise ModelLoadError(f"{path} holds a {was!r} discriminator head ({sum(v.numel() for v in sd.values()):,} parameters), "
+                             f"the recipe builds {head.arch!r} ({sum(v.numel() for v in head.parameters()):,}): retrain stage 2 "
+                             f"(`{retrain}`) or pass --set disc_head=\"{was}\" with its disc_width")
+    head.load_state_dict(sd)
+    return head
 
 # %% ../../nbs/41_training.yoeo.ipynb #51723643
 PHASE_MODE_PROBS = ((0.0, 0.0, 0.5, 0.5), (0.1, 0.3, 0.3, 0.3), (0.25, 0.25, 0.25, 0.25), (0.4, 0.2, 0.2, 0.2))
@@ -184,7 +206,7 @@ def start_index_probs(K: int, phase: int, var: float = 0.5, mode_probs=PHASE_MOD
     return (p / p.sum()).float()
 
 def phase_of(step: int, phase_length: int, n_phases: int = 4) -> int:
-    "The phase (0..n-1) of 0-based `step` when each phase lasts `phase_length` steps (the last one lasts to the end)."
+    "The phase (0..n-1) of 0-based optimizer `step` when each phase lasts `phase_length` steps (the last one lasts to the end)."
     return min(n_phases - 1, step // max(phase_length, 1))
 
 # %% ../../nbs/41_training.yoeo.ipynb #4b4ee183
@@ -211,12 +233,12 @@ def dmd_loss(x: torch.Tensor, eps_real: torch.Tensor, eps_fake: torch.Tensor, no
     return F.mse_loss(x.float(), target)
 
 # %% ../../nbs/41_training.yoeo.ipynb #9054638e
-def lsgan_losses(logit_fake: torch.Tensor, logit_real: torch.Tensor | None = None) -> torch.Tensor:
-    "Generator loss (`logit_real` None) or discriminator loss of the least-squares GAN on sigmoid outputs."
+def lsgan_losses(logit_fake: torch.Tensor, logit_real: torch.Tensor | None = None, d_scale: float = 0.5) -> torch.Tensor:
+    "Generator loss (`logit_real` None) or `d_scale` x the discriminator's two terms, least squares on sigmoid outputs."
     pf = torch.sigmoid(logit_fake.float())
     if logit_real is None: return F.mse_loss(pf, torch.ones_like(pf))
     pr = torch.sigmoid(logit_real.float())
-    return F.mse_loss(pr, torch.ones_like(pr)) + F.mse_loss(pf, torch.zeros_like(pf))
+    return d_scale * (F.mse_loss(pr, torch.ones_like(pr)) + F.mse_loss(pf, torch.zeros_like(pf)))
 
 # %% ../../nbs/41_training.yoeo.ipynb #da74efb7
 def make_lpips(recipe: Recipe, path=None):
@@ -228,16 +250,26 @@ def make_lpips(recipe: Recipe, path=None):
         return LPIPSMetric(net, backbone_weights=path)
     return LPIPSMetric(net, random_backbone=True)
 
+DISC_SAMPLES = ('fresh', 'reuse')
+
 class DistillStage(EraserStage):
     "YOEO stage 2: Flash-style distillation of the teacher into a few-step LCM student (LPIPS + DMD + latent GAN)."
+    def __init__(self, recipe: Recipe, **paths):
+        p = recipe.params
+        if p.get('disc_head', 'reference') not in DISC_HEADS: raise InputError(f"disc_head must be one of {DISC_HEADS}, got {p['disc_head']!r}")
+        if p.get('disc_sample', 'fresh') not in DISC_SAMPLES: raise InputError(f"disc_sample must be one of {DISC_SAMPLES}, got {p['disc_sample']!r}")
+        super().__init__(recipe, **paths)
+
     def setup(self, trainer):
         r, p = self.recipe, self.recipe.params
         c = self.load(self.paths.get('teacher')); self.to_device(trainer)
         self.teacher = c.unet.to(trainer.device).eval().requires_grad_(False)
         student = copy.deepcopy(self.teacher).train().requires_grad_(True)
         if self.paths.get('student'): load_unet_state_dict(student, self.paths['student'])
-        head = DiscriminatorHead(self.teacher.config.block_out_channels[-1], width=p.get('disc_width', 64))
-        if self.paths.get('disc'): head.load_state_dict(_load_sd(self.paths['disc']))
+        head = DiscriminatorHead(self.teacher.config.block_out_channels[-1], width=p.get('disc_width', 64), arch=p.get('disc_head', 'reference'))
+        if self.paths.get('disc'):
+            load_head(head, self.paths['disc'], f"erase-core train yoeo-distill --scale {r.scale} --out runs/{r.scale}/yoeo-distill"
+                      + (' --publish yoeo-distill' if r.scale == 'toy' else ''))
         self.lpips = make_lpips(r, self.paths.get('lpips_weights')).to(trainer.device)
         self.d1 = make_d1(r, self.paths.get('data'))
         self.dpm = make_scheduler('dpm', c.scheduler_config, timestep_spacing='trailing')
@@ -248,7 +280,8 @@ class DistillStage(EraserStage):
         elif p.get('fake_score', 'student') != 'student': raise InputError(f"fake_score must be 'student' or 'separate', got {p['fake_score']!r}")
         return models, {k: opt(m) for k, m in models.items()}
 
-    def phase(self, step: int) -> int: return phase_of(step, self.recipe.params.get('phase_length') or max(1, self.recipe.steps // 4))
+    def phase(self, step: int) -> int: return phase_of(step, self.recipe.params.get('phase_length') or max(1, self.recipe.steps // 10))
+    def disc_phase(self, step: int) -> int: return self.phase(step + 1)   # the second call of the step (see `phase_of`)
 
     def draw_extras(self, b: dict, g: torch.Generator, n: int, phase: int, pure_noise: bool = False) -> dict:
         "The step's random draws for `n` samples: start index, noises, DMD and GAN timesteps."
@@ -261,10 +294,18 @@ class DistillStage(EraserStage):
         b['t_gan'] = torch.tensor(GAN_TIMESTEPS)[torch.randint(0, len(GAN_TIMESTEPS), (n,), generator=g)]
         return b
 
+    def draw_disc_extras(self, b: dict, g: torch.Generator, n: int, phase: int) -> dict:
+        "The discriminator pass's own draws (`disc_sample='fresh'`), stored as `d_start`, `d_noise`, `d_masked_noise`, `d_noise_gan`, `d_t_gan`."
+        if self.recipe.params.get('disc_sample', 'fresh') != 'fresh': return b
+        d = self.draw_extras({}, g, n, phase)
+        for k in ('start', 'noise', 'masked_noise', 'noise_gan', 't_gan'): b['d_' + k] = d[k]
+        return b
+
     def batch(self, trainer, step, micro):
         r = self.recipe; g = trainer.generator()
         b = draw_batch(self.d1, r.batch_size, g, step * r.grad_accum + micro)
-        return self.draw_extras(b, g, r.batch_size, self.phase(step))
+        b = self.draw_extras(b, g, r.batch_size, self.phase(step))
+        return self.draw_disc_extras(b, g, r.batch_size, self.disc_phase(step))
 
 # %% ../../nbs/41_training.yoeo.ipynb #f91d4860
 def _load_sd(path) -> dict:
@@ -274,17 +315,23 @@ def _load_sd(path) -> dict:
 from fastcore.basics import patch
 
 @patch
-def rollout(self: DistillStage, trainer, b: dict, lat: dict) -> dict:
-    "Student one-step output and teacher DPM-Solver target for batch `b` (one start index for the batch)."
+def student_output(self: DistillStage, trainer, b: dict, lat: dict, student=None) -> tuple:
+    "The student's one-step answer `(out, x_start, start)` from batch `b`'s start index and noise (LCM boundary scalings)."
     dev, K = trainer.device, self.recipe.params['teacher_steps']
     self.dpm.set_timesteps(K, device=dev)
     start = int(b['start'][0]); ts = self.dpm.timesteps; n = len(b['start'])
     t0 = ts[start].long().expand(n)
     noise = b['noise'].to(dev)
     x = noise * self.dpm.init_noise_sigma if start == 0 else self.noise_sched.add_noise(lat['z0'], noise, t0)
-    eps = trainer.models['student'](self.unet_input(x, lat), t0, **lat['cond']).sample
+    eps = (student or trainer.models['student'])(self.unet_input(x, lat), t0, **lat['cond']).sample
     cs, co = (v.view(-1, 1, 1, 1).to(dev) for v in lcm_boundary(t0))
-    out = cs * x + co * predicted_x0(eps, x, t0, self.alphas)
+    return cs * x + co * predicted_x0(eps, x, t0, self.alphas), x, start
+
+@patch
+def rollout(self: DistillStage, trainer, b: dict, lat: dict) -> dict:
+    "Student one-step output and teacher DPM-Solver target for batch `b` (one start index for the batch)."
+    out, x, start = self.student_output(trainer, b, lat)
+    ts = self.dpm.timesteps; t0 = ts[start].long().expand(len(x))
     with torch.no_grad():
         z = x.clone()
         for t in ts[start:]:
@@ -333,9 +380,17 @@ def discriminator_step(self: DistillStage, trainer, b: dict, lat: dict, fake: to
         fr = unet_encoder_features(self.teacher, self.unet_input(zr, lat), t, **lat['cond'])
         ff = unet_encoder_features(self.teacher, self.unet_input(zf, lat), t, **lat['cond'])
     d = trainer.models['disc']
-    loss = lsgan_losses(d(ff), d(fr))
+    loss = lsgan_losses(d(ff), d(fr), self.recipe.params.get('gan_d_scale', 0.5))
     trainer.update('disc', loss, dict(gan_d=loss))
     return loss.item()
+
+@patch
+@torch.no_grad()
+def disc_sample_of(self: DistillStage, trainer, b: dict) -> tuple:
+    "The discriminator's own sample: `b`'s images with its `d_*` draws, their latents and the student's one-step output."
+    sub = dict(b, **{k[2:]: v for k, v in b.items() if k.startswith('d_')})
+    lat = self.latents(sub, trainer.generator(stream=3))
+    return sub, lat, self.student_output(trainer, sub, lat, student=trainer.unwrap('student'))[0]
 
 @patch
 def fake_score_step(self: DistillStage, trainer, b: dict, lat: dict, fake: torch.Tensor) -> float:
@@ -355,7 +410,8 @@ def step(self: DistillStage, trainer, b):
     total = L['distill'] + PHASE_DMD[phase] * L['dmd'] + PHASE_GAN[phase] * L['gan']
     trainer.update('student', total, dict(distill=L['distill'], dmd=L['dmd'], gan=L['gan']))
     logs = dict(distill=L['distill'].item(), dmd=L['dmd'].item(), gan=L['gan'].item(), phase=phase, start=int(b['start'][0]))
-    logs['gan_d'] = self.discriminator_step(trainer, b, lat, ro['student'])
+    fresh = self.recipe.params.get('disc_sample', 'fresh') == 'fresh'
+    logs['gan_d'] = self.discriminator_step(trainer, *(self.disc_sample_of(trainer, b) if fresh else (b, lat, ro['student'])))
     if 'fake' in trainer.models: logs['fake_score'] = self.fake_score_step(trainer, b, lat, ro['student'])
     return logs
 
@@ -379,8 +435,21 @@ def _interleave(a: dict, b: dict) -> dict:
         elif isinstance(a[k], list): out[k] = [x for pair in zip(a[k], b[k]) for x in pair]
     return out
 
+SUNDRY_EXCLUSION = ('unpaired', 'all', 'none')
+
+def sundry_exclusion_rows(paired: torch.Tensor, rows='unpaired') -> torch.Tensor:
+    "Which rows of a joint batch drop the teacher's sundries from LPIPS and DMD: 'unpaired' (official), 'all', 'none' (True/False: 'all'/'none')."
+    rows = {True: 'all', False: 'none'}.get(rows, rows) if isinstance(rows, bool) else rows
+    if rows not in SUNDRY_EXCLUSION: raise InputError(f"exclude_teacher_sundries must be one of {SUNDRY_EXCLUSION}, got {rows!r}")
+    paired = torch.as_tensor(paired, dtype=torch.bool)
+    return ~paired if rows == 'unpaired' else torch.full_like(paired, rows == 'all')
+
 class JointStage(DistillStage):
     "YOEO stage 3: stage-2 losses plus L_SS and L_EFC on D1 + D2 (switches `ss`, `efc`, `d2`)."
+    def __init__(self, recipe: Recipe, **paths):
+        sundry_exclusion_rows(torch.zeros(1, dtype=torch.bool), recipe.params.get('exclude_teacher_sundries', 'unpaired'))   # checked first
+        super().__init__(recipe, **paths)
+
     def setup(self, trainer):
         models, opts = super().setup(trainer)
         p = self.recipe.params
@@ -394,11 +463,13 @@ class JointStage(DistillStage):
     def batch(self, trainer, step, micro):
         r = self.recipe; g = trainer.generator(); ep = step * r.grad_accum + micro
         if self.d2 is None:
-            b = draw_batch(self.d1, r.batch_size, g, ep); return self.draw_extras(b, g, r.batch_size, 3)
+            b = self.draw_extras(draw_batch(self.d1, r.batch_size, g, ep), g, r.batch_size, 3)
+            return self.draw_disc_extras(b, g, r.batch_size, 3)
         if r.batch_size % 2: raise InputError(f"the joint stage splits its batch in half: batch_size must be even, got {r.batch_size}")
         n = r.batch_size // 2
-        p = self.draw_extras(draw_batch(self.d1, n, g, ep), g, n, 3)
+        p = self.draw_disc_extras(self.draw_extras(draw_batch(self.d1, n, g, ep), g, n, 3), g, n, 3)
         u = self.draw_extras(draw_batch(self.d2, n, g, ep), g, n, 3, pure_noise=True)
+        for k in [k for k in p if k.startswith('d_')]: u[k] = torch.zeros_like(p[k])    # the discriminator never sees unpaired rows
         return _interleave(p, u)
 
 # %% ../../nbs/41_training.yoeo.ipynb #fdc3dcdd
@@ -434,7 +505,8 @@ def step(self: JointStage, trainer, b):
     hole = B['mask']
     with torch.no_grad():
         dec_t = self.pipe.decode(B['teacher']); seg_t = self.segment(dec_t)
-        keep = 1 - sundry_region(seg_t, hole, size=hole.shape[-2:]) if p.get('exclude_teacher_sundries', True) else None
+        rows = sundry_exclusion_rows(B['paired'], p.get('exclude_teacher_sundries', 'unpaired')).to(dev)
+        keep = 1 - sundry_region(seg_t, hole, size=hole.shape[-2:]) * rows.view(-1, 1, 1, 1) if rows.any() else None
     L = self.generator_losses(trainer, B, lat, dict(student=B['student'], teacher=B['teacher']), 3, keep)
     ref = L['distill']                                                   # the official cap measures against the LPIPS term
     dec = self.pipe.decode(B['student'])
@@ -461,16 +533,19 @@ def step(self: JointStage, trainer, b):
     trainer.update('student', total, dict(distill=L['distill'], dmd=L['dmd'], gan=L['gan'], **aux))
     logs.update(distill=L['distill'].item(), dmd=L['dmd'].item(), gan=L['gan'].item(), ss=(aux['ss_mask'] + aux['ss_prob']).item(),
                 efc=aux['efc'].item(), **{f'cap_{k}': f for k, f in factors.items()})
-    pb = _rows(B, B['paired'])
-    if B['paired'].any():
-        logs['gan_d'] = self.discriminator_step(trainer, pb, {k: (v[B['paired']] if k != 'cond' else self.pipe.condition(int(B['paired'].sum()), *b['image'].shape[-2:])) for k, v in lat.items()}, pb['student'])
+    if B['paired'].any():                                                # the discriminator trains on paired rows only
+        if p.get('disc_sample', 'fresh') == 'fresh': logs['gan_d'] = self.discriminator_step(trainer, *self.disc_sample_of(trainer, _rows(b, b['paired'])))
+        else:
+            pb = _rows(B, B['paired'])
+            logs['gan_d'] = self.discriminator_step(trainer, pb, {k: (v[B['paired']] if k != 'cond' else self.pipe.condition(int(B['paired'].sum()), *b['image'].shape[-2:])) for k, v in lat.items()}, pb['student'])
     return logs
 
 # %% ../../nbs/41_training.yoeo.ipynb #65512f96
 STAGES = dict(teacher=TeacherStage, distill=DistillStage, joint=JointStage)
 _P1 = dict(mask_kind='mixed', mask_area=(0.02, 0.3))
-_P2 = dict(_P1, teacher_steps=20, phase_length=3000, fake_score='student', disc_width=64)
-_P3 = dict(_P2, ss=True, efc=True, d2=True, ss_on_paired=False, loss_scale=0.5, efc_scale=1.0, grad_rescale=2.0, exclude_teacher_sundries=True, seg_size=None)
+_P2 = dict(_P1, teacher_steps=20, phase_length=1500, fake_score='student', disc_head='reference', disc_width=64, disc_sample='fresh',
+           gan_d_scale=0.5)
+_P3 = dict(_P2, ss=True, efc=True, d2=True, ss_on_paired=False, loss_scale=0.5, efc_scale=1.0, grad_rescale=2.0, exclude_teacher_sundries='unpaired', seg_size=None)
 register_recipe(
     Recipe('yoeo-teacher', 'teacher', 'smoke', 'tiny', steps=6, batch_size=4, lr=1e-4, ckpt_every=3, image_size=32, params=dict(_P1, n_scenes=16)),
     Recipe('yoeo-teacher', 'teacher', 'toy', 'toy', steps=5000, batch_size=16, lr=4e-4, weight_decay=0.0, ckpt_every=250, image_size=64,
@@ -480,13 +555,13 @@ register_recipe(
     Recipe('yoeo-distill', 'distill', 'smoke', 'tiny', steps=4, batch_size=2, lr=1e-4, ckpt_every=2, image_size=32,
            params=dict(_P2, n_scenes=16, teacher_steps=4, phase_length=1, disc_width=16)),
     Recipe('yoeo-distill', 'distill', 'toy', 'toy', steps=800, batch_size=8, lr=1e-5, weight_decay=0.0, ckpt_every=100, image_size=64,
-           params=dict(_P2, n_scenes=3000, teacher_steps=8, phase_length=200, disc_width=32)),
+           params=dict(_P2, n_scenes=3000, teacher_steps=8, phase_length=80)),
     Recipe('yoeo-distill', 'distill', 'paper', 'sd15-inpaint', steps=15000, batch_size=7, mixed_precision='bf16', ckpt_every=500,
            image_size=512, params=dict(_P2, augment=True)),
     Recipe('yoeo-joint', 'joint', 'smoke', 'tiny', steps=2, batch_size=4, lr=1e-4, ckpt_every=1, image_size=32,
            params=dict(_P3, n_scenes=16, teacher_steps=4, phase_length=1, disc_width=16)),
     Recipe('yoeo-joint', 'joint', 'toy', 'toy', steps=200, batch_size=8, lr=1e-5, weight_decay=0.0, ckpt_every=100, image_size=64,
-           params=dict(_P3, n_scenes=3000, teacher_steps=8, phase_length=200, disc_width=32)),
+           params=dict(_P3, n_scenes=3000, teacher_steps=8, phase_length=80)),
     Recipe('yoeo-joint', 'joint', 'paper', 'sd15-inpaint', steps=3600, batch_size=8, mixed_precision='bf16', ckpt_every=300,
            image_size=512, params=dict(_P3, augment=True, seg_size=1024)),
 )
