@@ -17,8 +17,8 @@ from . import paper_values as pvals
 # %% auto #0
 __all__ = ['LOWER_IS_BETTER', 'TOLERANCE', 'SUNDRY_METRICS', 'RANDOM_FEATURES', 'CLAIMS', 'SCALE_NOTE', 'RULES', 'better',
            'on_par', 'resolved', 'paired_bootstrap', 'side', 'verdict_factor', 'combine', 'random_features',
-           'NotMeasured', 'Results', 'Claim', 'Cmp', 'check_claims', 'vae_ceiling', 'telea_note', 'write_claims',
-           'images_needed', 'power_table']
+           'NotMeasured', 'Results', 'Claim', 'Cmp', 'images_needed', 'power_table', 'check_claims', 'vae_ceiling',
+           'telea_note', 'write_claims']
 
 # %% ../../nbs/64_experiments.claims.ipynb #47f52df5
 LOWER_IS_BETTER = {'lpips', 'lpips_local', 'msn', 'mars', 'cfd', 'fid', 'flops_T', 'latency_s', 'inference_s', 'lose'}
@@ -342,6 +342,57 @@ def _flashclear_claims():
 
 CLAIMS = _yoeo_claims() + _flashclear_claims()
 
+# %% ../../nbs/64_experiments.claims.ipynb #bd87e11a
+def images_needed(before, after, effect: float, kind: str = 'ratio', level: float = 0.95, power: float = 0.8) -> dict:
+    """Images a paired comparison needs to detect the paper's `effect` shrunk to its square root (see above), from a
+    pilot's per-image values `before` and `after` of the two methods. Returns dict(n, delta, sd, n_pilot); n is None when
+    the pilot's difference does not vary (nothing to scale)."""
+    x, y = np.asarray(before, float), np.asarray(after, float)
+    if x.ndim != 1 or x.shape != y.shape: raise InputError(f"before and after must be 1-d and of one length, got {x.shape} and {y.shape}")
+    ok = ~(np.isnan(x) | np.isnan(y)); x, y = x[ok], y[ok]
+    if len(x) < 2: raise InputError(f"a pilot needs at least 2 images with both values, got {len(x)}")
+    if kind == 'ratio':
+        if not effect > 1: raise InputError(f"a factor must be > 1, got {effect!r}")
+        delta = float(x.mean()) * (1 - 1 / math.sqrt(effect))
+    elif kind == 'db':
+        if not effect > 0: raise InputError(f"a gain in dB must be > 0, got {effect!r}")
+        delta = effect / 2
+    else: raise InputError(f"kind must be 'ratio' or 'db', got {kind!r}")
+    sd = float(np.std(x - y, ddof=1)); z = NormalDist().inv_cdf(1 - (1 - level) / 2) + NormalDist().inv_cdf(power)
+    n = math.ceil((z * sd / delta) ** 2) if sd > 0 and delta > 0 else None
+    return dict(n=n, delta=delta, sd=sd, n_pilot=len(x))
+
+
+# %% ../../nbs/64_experiments.claims.ipynb #8b10bc1e
+def _plan():
+    Y, A, T1, T2A = 'yoeo_table1', 'yoeo_table2', 'flashclear_table1', 'flashclear_table2a'
+    r1, r5 = (pvals.paper_table(A).loc[f'ablation-row{k}'] for k in (1, 5))
+    p = lambda t, m, k, d=None: float(pvals.paper_value(t, m, k, d))
+    return [   # set, table, metric, before, after (our methods), the paper's effect, kind, where the effect comes from
+        ('coco_val2017', Y, 'msn', 'yoeo-teacher', 'yoeo', p(Y, 'entityerasure', 'msn', 'coco_val2017') / p(Y, 'yoeo', 'msn', 'coco_val2017'), 'ratio',
+         'YOEO Table 1, COCO: the best baseline (EntityErasure) / YOEO; ours: the teacher as the baseline'),
+        ('entityseg_test', A, 'msn', 'yoeo-distill', 'yoeo', float(r1.msn / r5.msn), 'ratio', 'YOEO Table 2: row 1 / row 5'),
+        ('ober_test', T2A, 'psnr', 'objectclear', 'flashclear', p(T2A, 'flashclear', 'psnr') - p(T2A, 'objectclear', 'psnr'), 'db',
+         'FlashClear Table 2a: FlashClear - ObjectClear'),
+        ('rord_val', T1, 'psnr', 'objectclear', 'flashclear', p(T1, 'flashclear', 'psnr', 'rord_val') - p(T1, 'rorem', 'psnr', 'rord_val'), 'db',
+         'FlashClear Table 1, RORD-Val: FlashClear - the best other (RORem); ours: ObjectClear as the other'),
+    ]
+
+def power_table(root, level: float = 0.95, power: float = 0.8) -> pd.DataFrame:
+    "For each toy evaluation set: the images it has, the paper's effect and its square root, and the images it needs."
+    R, rows = Results(root), []
+    for ds, table, metric, before, after, effect, kind, src in _plan():
+        try: x, y = R.paired(table, before, after, metric, ds)
+        except NotMeasured as e: rows.append(dict(set=ds, metric=metric, comparison=f'{before} -> {after}', note=str(e))); continue
+        need = images_needed(x, y, effect, kind, level, power)
+        if kind == 'ratio': shown, shrunk = f"{effect:.3g}x", f"{math.sqrt(effect):.3g}x"
+        else: shown, shrunk = f"{effect:+.3g} dB", f"{effect / 2:+.3g} dB"
+        sc = R._row(table, before, ds).get('scale')
+        rows.append(dict(set=ds, scale=sc, metric=metric, comparison=f'{before} -> {after}', paper_effect=shown, detect=shrunk,
+                         has=need['n_pilot'], needs=need['n'], pilot_sd=round(need['sd'], 4), effect_source=src))
+    return pd.DataFrame(rows)
+
+
 # %% ../../nbs/64_experiments.claims.ipynb #0271a477
 def _verdict(res) -> tuple[str, str]:
     "A claim's (verdict, numbers) from its check's comparisons (or the pair a check returned itself)."
@@ -427,56 +478,16 @@ def write_claims(root, scale: str = 'toy') -> Path:
         for r in g.itertuples():
             lines.append(f"| {r.claim} | [{r.table}]({r.table}.md) | **{r.verdict}** | {r.numbers} |".replace('\n', ' '))
         lines.append('')
+    pw = power_table(root) if scale != 'paper' else pd.DataFrame()
+    if len(pw) and 'needs' in pw:
+        lines += ["## How many images each set needs", '',
+                  "Images a paired comparison needs to detect the paper's effect shrunk to the square root of its factor, at 95 % "
+                  "(two-sided) with 80 % power, with our per-image values as the pilot (`images_needed` in `erase_core.experiments.claims`).", '',
+                  '| set | scale | metric | comparison | paper | detect | images it has | images it needs |', '|---|---|---|---|---|---|---|---|']
+        for r in pw.itertuples():
+            if pd.isna(getattr(r, 'needs', None)) and isinstance(getattr(r, 'note', None), str): continue
+            lines.append(f"| {r.set} | {r.scale} | {r.metric} | {r.comparison} | {r.paper_effect} | {r.detect} | {r.has} | "
+                         f"{'no variation in the pilot' if pd.isna(r.needs) else int(r.needs)} |")
+        lines.append('')
     out = root / 'README.md'; out.write_text('\n'.join(lines)); return out
-
-
-# %% ../../nbs/64_experiments.claims.ipynb #bd87e11a
-def images_needed(before, after, effect: float, kind: str = 'ratio', level: float = 0.95, power: float = 0.8) -> dict:
-    """Images a paired comparison needs to detect the paper's `effect` shrunk to its square root (see above), from a
-    pilot's per-image values `before` and `after` of the two methods. Returns dict(n, delta, sd, n_pilot); n is None when
-    the pilot's difference does not vary (nothing to scale)."""
-    x, y = np.asarray(before, float), np.asarray(after, float)
-    if x.ndim != 1 or x.shape != y.shape: raise InputError(f"before and after must be 1-d and of one length, got {x.shape} and {y.shape}")
-    ok = ~(np.isnan(x) | np.isnan(y)); x, y = x[ok], y[ok]
-    if len(x) < 2: raise InputError(f"a pilot needs at least 2 images with both values, got {len(x)}")
-    if kind == 'ratio':
-        if not effect > 1: raise InputError(f"a factor must be > 1, got {effect!r}")
-        delta = float(x.mean()) * (1 - 1 / math.sqrt(effect))
-    elif kind == 'db':
-        if not effect > 0: raise InputError(f"a gain in dB must be > 0, got {effect!r}")
-        delta = effect / 2
-    else: raise InputError(f"kind must be 'ratio' or 'db', got {kind!r}")
-    sd = float(np.std(x - y, ddof=1)); z = NormalDist().inv_cdf(1 - (1 - level) / 2) + NormalDist().inv_cdf(power)
-    n = math.ceil((z * sd / delta) ** 2) if sd > 0 and delta > 0 else None
-    return dict(n=n, delta=delta, sd=sd, n_pilot=len(x))
-
-
-# %% ../../nbs/64_experiments.claims.ipynb #8b10bc1e
-def _plan():
-    Y, A, T1, T2A = 'yoeo_table1', 'yoeo_table2', 'flashclear_table1', 'flashclear_table2a'
-    r1, r5 = (pvals.paper_table(A).loc[f'ablation-row{k}'] for k in (1, 5))
-    p = lambda t, m, k, d=None: float(pvals.paper_value(t, m, k, d))
-    return [   # set, table, metric, before, after (our methods), the paper's effect, kind, where the effect comes from
-        ('coco_val2017', Y, 'msn', 'yoeo-teacher', 'yoeo', p(Y, 'entityerasure', 'msn', 'coco_val2017') / p(Y, 'yoeo', 'msn', 'coco_val2017'), 'ratio',
-         'YOEO Table 1, COCO: the best baseline (EntityErasure) / YOEO; ours: the teacher as the baseline'),
-        ('entityseg_test', A, 'msn', 'yoeo-distill', 'yoeo', float(r1.msn / r5.msn), 'ratio', 'YOEO Table 2: row 1 / row 5'),
-        ('ober_test', T2A, 'psnr', 'objectclear', 'flashclear', p(T2A, 'flashclear', 'psnr') - p(T2A, 'objectclear', 'psnr'), 'db',
-         'FlashClear Table 2a: FlashClear - ObjectClear'),
-        ('rord_val', T1, 'psnr', 'objectclear', 'flashclear', p(T1, 'flashclear', 'psnr', 'rord_val') - p(T1, 'rorem', 'psnr', 'rord_val'), 'db',
-         'FlashClear Table 1, RORD-Val: FlashClear - the best other (RORem); ours: ObjectClear as the other'),
-    ]
-
-def power_table(root, level: float = 0.95, power: float = 0.8) -> pd.DataFrame:
-    "For each toy evaluation set: the images it has, the paper's effect and its square root, and the images it needs."
-    R, rows = Results(root), []
-    for ds, table, metric, before, after, effect, kind, src in _plan():
-        try: x, y = R.paired(table, before, after, metric, ds)
-        except NotMeasured as e: rows.append(dict(set=ds, metric=metric, comparison=f'{before} -> {after}', note=str(e))); continue
-        need = images_needed(x, y, effect, kind, level, power)
-        if kind == 'ratio': shown, shrunk = f"{effect:.3g}x", f"{math.sqrt(effect):.3g}x"
-        else: shown, shrunk = f"{effect:+.3g} dB", f"{effect / 2:+.3g} dB"
-        sc = R._row(table, before, ds).get('scale')
-        rows.append(dict(set=ds, scale=sc, metric=metric, comparison=f'{before} -> {after}', paper_effect=shown, detect=shrunk,
-                         has=need['n_pilot'], needs=need['n'], pilot_sd=round(need['sd'], 4), effect_source=src))
-    return pd.DataFrame(rows)
 
