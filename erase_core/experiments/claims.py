@@ -116,7 +116,7 @@ class Results:
         if dataset is not None and 'dataset' in q: q = q[q.dataset.fillna('') == dataset]
         if not len(q): raise NotMeasured(f"{table}: no row {method}{'/' + dataset if dataset else ''}")
         r = q.iloc[0]
-        if r.get('status') != 'measured': raise NotMeasured(f"{method}: {r.get('status')}")
+        if not str(r.get('status')).startswith('measured'): raise NotMeasured(f"{method}: {r.get('status')}")
         return r
 
     def get(self, table: str, method: str, metric: str, dataset: str | None = None) -> float:
@@ -390,7 +390,10 @@ def power_table(root, level: float = 0.95, power: float = 0.8) -> pd.DataFrame:
         sc = R._row(table, before, ds).get('scale')
         rows.append(dict(set=ds, scale=sc, metric=metric, comparison=f'{before} -> {after}', paper_effect=shown, detect=shrunk,
                          has=need['n_pilot'], needs=need['n'], pilot_sd=round(need['sd'], 4), effect_source=src))
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    for c in ('has', 'needs'):
+        if c in df: df[c] = df[c].astype('Int64')
+    return df
 
 
 # %% ../../nbs/64_experiments.claims.ipynb #0271a477

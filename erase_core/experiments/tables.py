@@ -311,9 +311,10 @@ def _describe_set(self: TableRun, name: str) -> str:
     ds = self._sets[name]; n = len(ds); h, w = ds[0]['image'].shape[-2:]
     paper = TOY_EVALSETS.get(name, {}).get('paper', name).split(': ', 1)[-1]
     if self.scale == 'paper': return f"`{name}`: {n} images of {paper}"
-    full = evalset_spec(name, self.scale)['n']
-    part = f" (the first {n} of the {full} of a full {self.scale} run)" if n < full else ''
-    return f"`{name}`: {n} {self.scale} scenes{part} at {w}x{h} pixels, standing in for {paper}"
+    full = evalset_spec(name, self.scale)['n']; drawn = min(self.n_samples or full, full)
+    part = f" (a run on n_samples={self.n_samples}: a full {self.scale} run draws {full})" if drawn < full else ''
+    sel = f"; {n} of the {drawn} drawn qualify for the selection" if n < drawn else ''
+    return f"`{name}`: {n} {self.scale} scenes{part} at {w}x{h} pixels{sel}, standing in for {paper}"
 
 @patch
 def write_per_image(self: TableRun) -> Path | None:
