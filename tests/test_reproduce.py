@@ -55,6 +55,9 @@ def test_two_runs_write_byte_identical_csvs(smoke):
     for n in names:
         a, b = (smoke / x / '_runs' / 'smoke' / f'{n}.csv' for x in ('a', 'b'))
         assert a.read_bytes() == b.read_bytes(), n
+    for n in names[1:]:                                    # and the same per-image values, in the same order
+        a, b = (smoke / x / '_runs' / 'smoke' / 'per_image' / f'{n}.csv' for x in ('a', 'b'))
+        assert a.read_bytes() == b.read_bytes(), n
 
 
 def test_paper_scale_names_every_missing_path_before_any_work(tmp_path):
