@@ -4,7 +4,7 @@
 
 # %% ../../nbs/63_experiments.tables.ipynb #91715aef
 from __future__ import annotations
-import json, math, os, time, warnings
+import json, math, os, re, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -15,11 +15,12 @@ from ..core import InputError, MissingFileError, PROJECT_ROOT, check_scale, data
 from . import paper_values as pvals
 from .methods import (METHODS, Method, MetricSuite, load_method, metric_suite, method_spec, provenance,
                                             run_method, checkpoint_status)
-from .evalsets import load_evalset, TOY_EVALSETS
+from .evalsets import load_evalset, evalset_spec, TOY_EVALSETS
 
 # %% auto #0
-__all__ = ['TABLES', 'PAPER_PATHS', 'PROVENANCE_COLUMNS', 'table_order', 'results_dir', 'runs_dir', 'TableRun', 'markdown_table',
-           'example_grid', 'load_paths', 'check_paper_paths', 'check_toy_checkpoints', 'retrain_checkpoints',
+__all__ = ['TABLES', 'PAPER_PATHS', 'PROVENANCE_COLUMNS', 'PER_IMAGE_METRICS', 'TITLE_PT', 'FIGURE_DPI', 'TOY_TOOLS',
+           'RETRAIN_FIRST', 'table_order', 'results_dir', 'runs_dir', 'TableRun', 'markdown_table', 'example_grid',
+           'load_paths', 'check_paper_paths', 'check_toy_checkpoints', 'retrain_argv', 'retrain_checkpoints',
            'tables_dir', 'run_table', 'reproduce']
 
 # %% ../../nbs/63_experiments.tables.ipynb #f41a789d
@@ -128,6 +129,7 @@ class TableRun:
     _sets: dict = field(default_factory=dict)
     _methods: dict = field(default_factory=dict)
     timing: list = field(default_factory=list)
+    per_image: list = field(default_factory=list)
 
     def __post_init__(self):
         check_scale(self.scale)
@@ -186,6 +188,20 @@ def _paper_cols(table: str, paper_method: str | None, dataset: str | None, metri
     out['paper_source'] = src
     return out
 
+PER_IMAGE_METRICS = {'psnr': None, 'psnr_mask': None, 'lpips': 'lpips_extractor', 'lpips_local': 'lpips_extractor',
+                     'msn': 'msn_mars_extractor', 'mars': 'msn_mars_extractor', 'cfd': 'cfd_extractor',
+                     'win': None, 'tie': None, 'lose': None}     # metric -> the provenance column naming its extractor
+
+@patch
+def _keep_per_image(self: TableRun, method: str, dataset: str, per: pd.DataFrame, metrics, ev: dict | None = None):
+    "Keep `per`'s values of `metrics` (one row per image) in long form, for `per_image/<table>.csv`."
+    for k in metrics:
+        if k not in per: continue
+        ext = (ev or {}).get(PER_IMAGE_METRICS[k]) if PER_IMAGE_METRICS[k] else ''
+        for i, v in zip(per['id'], per[k]):
+            self.per_image.append(dict(table=self.table, dataset=dataset, method=method, image=str(i), metric=k,
+                                       value=v, scale=self.scale, extractor=ext if isinstance(ext, str) else ''))
+
 @patch
 def measure(self: TableRun, methods, dataset: str, metrics, paper_as: dict | None = None, latency: bool = False,
             mask_key: str = 'mask', progress: bool = False) -> list[dict]:
@@ -210,9 +226,11 @@ def measure(self: TableRun, methods, dataset: str, metrics, paper_as: dict | Non
                       mask_generator=su.mask_generator if 'cfd_features' in need else None)
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore')
-                ev = evaluate(outs, ds, scale=self.scale, method=name, mask_key=mask_key, progress=progress, **kw).iloc[0].to_dict()
+                ev, per = evaluate(outs, ds, scale=self.scale, method=name, mask_key=mask_key, progress=progress, return_per_image=True, **kw)
+            ev = ev.iloc[0].to_dict()
             for k in scored: row[k] = ev.get(k)
             for k in ('lpips_extractor', 'fid_extractor', 'msn_mars_extractor', 'cfd_extractor'): row[k] = ev.get(k)
+            self._keep_per_image(name, dataset, per, [k for k in scored if k in PER_IMAGE_METRICS], ev)
             if 'flops_T' in metrics: row.update(_flops(self, m, ds))
             if latency:
                 self.timing.append(dict(table=self.table, scale=self.scale, method=name, dataset=dataset, size=f'{w}x{h}',
@@ -271,6 +289,47 @@ def markdown_table(df: pd.DataFrame, metrics, header: str = '') -> str:
         lines.append('| ' + ' | '.join(c.replace('|', '/') for c in cells) + ' |')
     return '\n'.join(lines) + '\n'
 
+_BLOCKS = {'paper (published)': "the paper's own numbers, on its data sets and hardware (the *paper only* rows, and the value in brackets in every cell)",
+           'paper (architecture only)': "counted on the papers' architectures at their resolutions (meta device: no weights, no data)"}
+
+@patch
+def blocks(self: TableRun, df: pd.DataFrame) -> list[str]:
+    "One markdown bullet per scale in `df`: for our measured rows, each set's stand-in, image size and number of images."
+    out = []
+    for sc in dict.fromkeys(df['scale'].dropna()):
+        sets = [d for d in dict.fromkeys(df.loc[df.scale == sc, 'dataset'].dropna()) if d in self._sets] if sc == self.scale else []
+        if sc in _BLOCKS: out.append(f"- **{sc}**: {_BLOCKS[sc]}.")
+        elif not sets:
+            sts = ', '.join(dict.fromkeys(str(s) for s in df.loc[df.scale == sc, 'status'].dropna()))
+            out.append(f"- **{sc}**: {sts}" + (f"; sizes {', '.join(dict.fromkeys(str(d) for d in df.loc[df.scale == sc, 'dataset'].dropna()))}." if 'dataset' in df else '.'))
+        else:
+            out.append(f"- **{sc}** (our measurements): " + '; '.join(self._describe_set(d) for d in sets) + '.')
+    return out
+
+@patch
+def _describe_set(self: TableRun, name: str) -> str:
+    ds = self._sets[name]; n = len(ds); h, w = ds[0]['image'].shape[-2:]
+    paper = TOY_EVALSETS.get(name, {}).get('paper', name).split(': ', 1)[-1]
+    if self.scale == 'paper': return f"`{name}`: {n} images of {paper}"
+    full = evalset_spec(name, self.scale)['n']; drawn = min(self.n_samples or full, full)
+    part = f" (a run on n_samples={self.n_samples}: a full {self.scale} run draws {full})" if drawn < full else ''
+    sel = f"; {n} of the {drawn} drawn qualify for the selection" if n < drawn else ''
+    return f"`{name}`: {n} {self.scale} scenes{part} at {w}x{h} pixels{sel}, standing in for {paper}"
+
+@patch
+def write_per_image(self: TableRun) -> Path | None:
+    "Write `per_image/<table>.csv` (long form; values at 6 significant digits, rows in measuring order); None if nothing to write."
+    if not self.per_image: return None
+    import csv
+    d = self.out_dir / 'per_image'; d.mkdir(parents=True, exist_ok=True)
+    cols = ['table', 'dataset', 'method', 'image', 'metric', 'value', 'scale', 'extractor']
+    with open(d / f'{self.table}.csv', 'w', newline='') as f:
+        w = csv.writer(f, lineterminator='\n'); w.writerow(cols)
+        for r in self.per_image:
+            v = r['value']; v = '' if v is None or not math.isfinite(float(v)) else f"{float(v):.6g}"
+            w.writerow([r[c] if c != 'value' else v for c in cols])
+    return d / f'{self.table}.csv'
+
 @patch
 def write(self: TableRun, rows: list[dict], metrics, notes: str = '', timing_metric: str | None = None,
           paper_as: dict | None = None) -> pd.DataFrame:
@@ -284,10 +343,12 @@ def write(self: TableRun, rows: list[dict], metrics, notes: str = '', timing_met
     df.to_csv(out / f'{self.table}.csv', index=False, lineterminator='\n')
     ex = {k: sorted({str(v) for v in df[k].dropna() if v}) for k in ('lpips_extractor', 'fid_extractor', 'msn_mars_extractor', 'cfd_extractor') if k in df}
     p = self.prov
-    head = [f"# {TABLES[self.table]['title']}", '',
-            f"Scale **{self.scale}**; seed {p['seed']}; device {p['device']}; commit {p['commit']}; torch {p['torch']}; diffusers {p['diffusers']}.",
+    per = self.write_per_image()
+    head = [f"# {TABLES[self.table]['title']}", '', 'Scale of each block of rows:', '', *self.blocks(df), '',
+            f"Seed {p['seed']}; device {p['device']}; commit {p['commit']}; torch {p['torch']}; diffusers {p['diffusers']}.",
             "Each metric cell is `ours (paper)`; rows marked *paper only* are the paper's numbers for methods we cannot run.",
-            f"Provenance of every row (checkpoint sha256, extractors, samples): [`{self.table}.csv`]({self.table}.csv)."]
+            f"Provenance of every row (checkpoint sha256, extractors, samples): [`{self.table}.csv`]({self.table}.csv)" +
+            (f"; every image's value of every per-image metric: [`per_image/{self.table}.csv`](per_image/{self.table}.csv)." if per else '.')]
     if any(ex.values()): head.append('Extractors: ' + '; '.join(f"{k.replace('_extractor', '')} = {', '.join(v)}" for k, v in ex.items() if v) + '.')
     if notes: head += ['', notes.strip()]
     md = markdown_table(df, metrics, '\n'.join(head) + '\n')
@@ -317,12 +378,14 @@ def pairwise(self: TableRun, a: str, b: str, dataset: str, tie_db: float = 0.5, 
     if bad: row['status'] = '; '.join(f"{m.name}: {m.status}" for m in bad)
     else:
         ds = self.dataset(dataset); oa, ob = self.outputs(a, dataset), self.outputs(b, dataset)
-        d = []
+        d, ids = [], []
         for k in range(len(ds)):
-            s = ds[k]
+            s = ds[k]; ids.append(str(s.get('id', k)))
             pa, pb = (psnr_mask(o[None], s['target'][None], s['mask'][None], quantize=True).item() for o in (oa[k], ob[k]))
             d.append(pa - pb)
         d = np.array(d); n = len(d)
+        per = pd.DataFrame(dict(id=ids, win=(d > tie_db).astype(float), tie=(np.abs(d) <= tie_db).astype(float), lose=(d < -tie_db).astype(float)))
+        self._keep_per_image(name, dataset, per, ['win', 'tie', 'lose'])      # each image's choice: its mean is the row's rate
         row.update(status=f'measured (PSNR-mask to the ground truth, tie band {tie_db} dB; not a user study)', n_questions=n,
                    win=float((d > tie_db).mean()), tie=float((np.abs(d) <= tie_db).mean()), lose=float((d < -tie_db).mean()))
     row['metrics_status'] = ''
@@ -333,10 +396,13 @@ def pairwise(self: TableRun, a: str, b: str, dataset: str, tie_db: float = 0.5, 
     return row
 
 # %% ../../nbs/63_experiments.tables.ipynb #827f99d6
+TITLE_PT, FIGURE_DPI = 11, 100       # column titles of 11 pt, saved at 100 dpi: about 15 px high
+
 def example_grid(run: TableRun, dataset: str, methods, k: int = 4, save: bool = True):
     """A matplotlib figure: k samples of `dataset`, input, truth and each runnable method's output. With `save`, also
-    written to `figures/<table>.png` beside the table (72 dpi), and shown at the end of `<table>.md` if that exists, so
+    written to `figures/<table>.png` beside the table (`FIGURE_DPI`), and shown at the end of `<table>.md` if that exists, so
     that a reader of the committed results sees the outputs without running anything."""
+    import textwrap
     import matplotlib.pyplot as plt
     from scipy import ndimage
     ds = run.dataset(dataset); k = min(k, len(ds))
@@ -351,11 +417,11 @@ def example_grid(run: TableRun, dataset: str, methods, k: int = 4, save: bool = 
         pics = [img] + ([s['target'].permute(1, 2, 0).numpy()] if paired else []) + [outs[n][i].permute(1, 2, 0).numpy() for n in ms]
         for j, p in enumerate(pics):
             axs[i, j].imshow(p); axs[i, j].axis('off')
-            if i == 0: axs[i, j].set_title(cols[j], fontsize=7)
-    fig.suptitle(f"{dataset} ({run.scale} scale)", fontsize=9); fig.tight_layout()
+            if i == 0: axs[i, j].set_title(textwrap.fill(cols[j], 18), fontsize=TITLE_PT)
+    fig.suptitle(f"{dataset} ({run.scale} scale)", fontsize=TITLE_PT + 1); fig.tight_layout()
     if save:
         (run.out_dir / 'figures').mkdir(parents=True, exist_ok=True)
-        fig.savefig(run.out_dir / 'figures' / f'{run.table}.png', dpi=72, metadata={'Software': None})
+        fig.savefig(run.out_dir / 'figures' / f'{run.table}.png', dpi=FIGURE_DPI, metadata={'Software': None})
         md = run.out_dir / f'{run.table}.md'
         if md.exists() and f'figures/{run.table}.png' not in md.read_text():
             md.write_text(md.read_text().rstrip('\n') + f"\n\n## Examples\n\n![{dataset}: inputs, ground truth and outputs](figures/{run.table}.png)\n")
@@ -394,18 +460,52 @@ def check_toy_checkpoints(tables, checkpoints_module=None) -> dict:
             if c not in names: names.append(c)
     return {n: checkpoint_status(n, 'toy', checkpoints_module).status for n in names}
 
+TOY_TOOLS = {'vae': ['toy-vae', '--device', 'cpu'], 'segmenter': ['toy-segmenter']}    # trained by their own command, not a recipe
+RETRAIN_FIRST = ['vae', 'segmenter', 'yoeo-teacher', 'yoeo-distill', 'objectclear']    # what later stages start from
+_SAFE_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,63}')
+_SAFE_VALUE = re.compile(r'[A-Za-z0-9_.+-]{1,64}')
+
+def _toy_recipes() -> set:
+    from erase_core.training.trainer import RECIPES
+    import erase_core.training.yoeo, erase_core.training.flashclear       # register their recipes
+    return {n for n, by_scale in RECIPES.items() if 'toy' in by_scale}
+
+def retrain_argv(name: str, entry: dict, recipes=None) -> list[str]:
+    """The `erase-core` arguments that retrain manifest entry `name`, rebuilt from its `recipe` and `params`: the
+    entry's `command` string is never run. Names, recipe and values are checked; anything else is refused."""
+    if name in TOY_TOOLS: return list(TOY_TOOLS[name])
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or '..' in name:
+        raise InputError(f"cannot retrain {name!r}: not a checkpoint name (letters, digits, '_', '-', '.')")
+    recipes = _toy_recipes() if recipes is None else set(recipes)
+    recipe, params = (entry or {}).get('recipe'), (entry or {}).get('params') or {}
+    if recipe not in recipes: raise InputError(f"cannot retrain {name!r}: its manifest entry names no known toy recipe ({recipe!r}; known: {sorted(recipes)})")
+    if not isinstance(params, dict): raise InputError(f"cannot retrain {name!r}: its params must be a JSON object, got {type(params).__name__}")
+    argv = ['train', recipe, '--scale', 'toy', '--out', f'runs/toy/{name}', '--publish', name, '--quiet']
+    for k, v in sorted(params.items()):
+        ok = isinstance(k, str) and k.isidentifier() and (isinstance(v, (bool, int, float)) or (isinstance(v, str) and _SAFE_VALUE.fullmatch(v)))
+        if not ok: raise InputError(f"cannot retrain {name!r}: parameter {k!r}={v!r} is not a plain setting")
+        argv += ['--set', f'{k}={v!r}']
+    return argv
+
 def retrain_checkpoints(names, checkpoints_module=None, run=None):
-    "Retrain `names`: with the training module's `retrain(names)` if it has one, else by each entry's recorded `command`."
-    import shlex, subprocess
+    """Retrain `names` (stages that others start from first): with the training module's `retrain(names)` if it has one,
+    else by the `erase-core` command that `retrain_argv` rebuilds from each entry's recipe and parameters."""
+    import subprocess, sys
     ck = checkpoints_module
     if ck is None:
         try: from erase_core.training import checkpoints as ck
         except ImportError: raise MissingFileError("cannot retrain: erase_core.training.checkpoints is not in this checkout") from None
+    names = sorted(names, key=lambda n: RETRAIN_FIRST.index(n) if n in RETRAIN_FIRST else len(RETRAIN_FIRST))
     if hasattr(ck, 'retrain'): return ck.retrain(list(names))
-    man = ck.manifest(); run = run or (lambda cmd: subprocess.run(cmd, cwd=PROJECT_ROOT, check=True))
-    unknown = [n for n in names if not (man.get(n) or {}).get('command')]
-    if unknown: raise InputError(f"cannot retrain {unknown}: no command recorded in the manifest (train them with `erase-core train NAME --publish NAME`)")
-    for n in names: run(shlex.split(man[n]['command']))
+    man = ck.manifest()
+    missing = [n for n in names if n not in TOY_TOOLS and not man.get(n)]
+    if missing: raise InputError(f"cannot retrain {missing}: not in the manifest (train them with `erase-core train RECIPE --scale toy --out DIR --publish NAME`)")
+    argvs = [retrain_argv(n, man.get(n) or {}) for n in names]       # every entry checked before anything runs
+    exe = Path(sys.executable).parent / 'erase-core'
+    base = [str(exe)] if exe.exists() else [sys.executable, '-m', 'erase_core.cli']
+    run = run or (lambda argv: subprocess.run(base + argv, cwd=PROJECT_ROOT, check=True))
+    for a in argvs: run(a)
+
 
 # %% ../../nbs/63_experiments.tables.ipynb #8d2c6fe7
 def tables_dir() -> Path: return PROJECT_ROOT / 'nbs' / 'tables'
