@@ -115,6 +115,9 @@ def run_commit(run_dir) -> str | None:
 def publish_run(name: str, run_dir, *, command: str, seed: int, params: dict | None = None, recipe: str | None = None, root=None) -> dict:
     "Publish a finished run folder: `final/` weights plus `losses.jsonl`, `recipe.json`, `run.json`."
     run = Path(run_dir)
+    state = json.loads((run / 'final.json').read_text()) if (run / 'final.json').exists() else {}
+    if not state.get('finished', True):
+        raise InputError(f"{run}: final/ holds step {state.get('step')} of {state.get('steps')}, not a finished run; resume it first")
     files = sorted(p for p in (run / 'final').iterdir() if p.is_file()) + [run / f for f in ('losses.jsonl', 'recipe.json', 'run.json')]
     return publish(name, files, command=command, seed=seed, wall_seconds=run_seconds(run), root=root, commit=run_commit(run),
                    extra=dict(recipe=recipe, params=dict(params or {})))
