@@ -91,7 +91,7 @@ CASES = [
     ('out-is-input-folder', lambda t: ['remove', *_folder(t), *SMOKE, '-o', str(t / 'in'), '--overwrite'], 2, 'is the input folder'),
     ('out-is-mask-folder', lambda t: ['remove', *_masks_folder(t), *SMOKE, '-o', str(t / 'masks')], 2, 'is the mask folder'),
     ('out-unknown-suffix', lambda t: ['remove', *_single(t), *SMOKE, '-o', str(t / 'out.xyz')], 2, 'cannot tell an image format'),
-    ('out-unwritable-single', lambda t: ['remove', *_single(t), *SMOKE, '-o', _under_a_file(t, 'out.png')], 2, '-o: cannot create the folder'),
+    ('out-unwritable-single', lambda t: ['remove', *_single(t), *SMOKE, '-o', _under_a_file(t, 'out.png')], 2, 'is a file, not a folder'),
     ('out-unwritable-folder', lambda t: ['remove', *_folder(t), *SMOKE, '-o', _under_a_file(t, 'out')], 2, '-o: cannot create the folder'),
     ('corrupt-safetensors', lambda t: ['remove', *_single(t), *SMOKE, '--unet-weights', _corrupt(t, 'w.safetensors', b'\x00garbage' * 9)],
      2, 'cannot read it as a state dict'),
