@@ -291,7 +291,13 @@ def load_checkpoint(self: Trainer, path) -> int:
         raise TrainingError(f"{path} is a checkpoint of {st['recipe']} at {st['scale']} scale, not {self.recipe.name} at {self.recipe.scale}")
     if self.ema is not None and not (Path(path) / EMA_FILE).is_file():
         raise TrainingError(f"{path} has no {EMA_FILE}: the run was trained without EMA (or by an older version); resume it without ema_decay")
-    self.accelerator.load_state(str(path))
+    planted = sorted(p.name for p in Path(path).glob('*.pkl') if not p.name.startswith('random_states_'))
+    if planted:   # accelerate would open these with weights_only=False, which can run code
+        raise TrainingError(f"{path} holds {', '.join(planted)}: pickled objects erase_core never writes into a checkpoint, "
+                            "and will not open (unpickling can run code); delete them to resume")
+    try: self.accelerator.load_state(str(path))
+    except Exception as e:
+        raise TrainingError(f"{path}: cannot restore the checkpoint ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]})") from None
     if self.ema is not None: _load_ema(self.ema, Path(path) / EMA_FILE)
     self.step_index = int(st['step'])
     return self.step_index
