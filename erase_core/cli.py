@@ -287,9 +287,9 @@ def toy_data(args) -> int:
 
 def fixtures(args) -> int:
     from erase_core.data.formats import make_fixtures
-    from erase_core.data.datasets import make_demo_masks
-    paths = make_fixtures(); masks = make_demo_masks()
-    print(f"fixtures regenerated: {sorted(paths)}; {len(masks)} demo masks")
+    from erase_core.data.datasets import make_demo_masks, make_demo_scene
+    paths = make_fixtures(); masks = make_demo_masks(); scene = make_demo_scene()
+    print(f"fixtures regenerated: {sorted(paths)}; {len(masks)} demo masks; demo scene {', '.join(p.name for p in scene)}")
     return 0
 
 # %% ../nbs/90_cli.ipynb #9ca25d64
@@ -611,7 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('--size', type=int, default=64)
     t.add_argument('--seed', type=int, default=0)
     t.set_defaults(func=toy_data)
-    x = sub.add_parser('fixtures', help='regenerate the small test fixtures under data/ (COCO, parquet, folder, demo masks)')
+    x = sub.add_parser('fixtures', help='regenerate the small test fixtures under data/ (COCO, parquet, folder, demo masks, demo scene)')
     x.set_defaults(func=fixtures)
     _add_train_parser(sub)
     _add_bench_parser(sub)
