@@ -144,6 +144,11 @@ def toy_file(spec, filename: str | None = None, root=None):
 def load_toy_eraser(name: str, device='cpu', root=None, vae=None, unet_weights=None, lora=None):
     "The toy eraser `name` (toy preset, trained UNet, trained toy VAE), every file verified against the manifest; `vae`, `unet_weights`, `lora` replace or go on top."
     from erase_core.models.presets import load_components, load_unet_state_dict, load_lora
+    files = manifest(root).get(check_name(name), {}).get('files', {})
+    if 'objectclear.json' in files or 'flashclear.json' in files:
+        raise ModelLoadError(f"toy checkpoint {name!r} is an ObjectClear-family model (object-token condition"
+                             f"{', a LoRA on the toy objectclear base' if 'flashclear.json' in files else ''}), not a plain eraser: load it with "
+                             "erase_core.training.flashclear.load_objectclear; toy:NAME on the command line takes YOEO's erasers (yoeo-teacher, yoeo-distill, yoeo-joint, ...)")
     unet = toy_file(TOY_PREFIX + name, 'unet.safetensors', root)
     c = load_components('toy', 'random', vae=toy_checkpoint('vae', root) if vae is None else vae, unet_weights=unet)
     if unet_weights is not None: load_unet_state_dict(c.unet, unet_weights)
