@@ -294,7 +294,10 @@ def _folder_preset(root: Path, preset) -> Preset:
     return p
 
 def _read_condition(f: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
-    try: cond = torch.load(f, map_location='cpu', weights_only=True)     # never unpickles code
+    import warnings
+    try:
+        with warnings.catch_warnings():                                   # torch's notes on a foreign pickle: the error says it all
+            warnings.simplefilter('ignore'); cond = torch.load(f, map_location='cpu', weights_only=True)   # never unpickles code
     except Exception as e:
         raise ModelLoadError(f"{f}: not a plain tensor file ({type(e).__name__}); a pickle that holds code is refused, "
                              "never run: re-save the folder with save_components") from None
