@@ -10,8 +10,8 @@ from .core import EraseCoreError, InputError, MissingFileError
 
 # %% auto #0
 __all__ = ['OUTPUT_FORMATS', 'TOY_PATH_FILES', 'find_pairs', 'output_names', 'check_writable', 'check_number', 'output_format',
-           'remove', 'flops', 'toy_vae', 'toy_segmenter', 'toy_data', 'fixtures', 'bench_cmd', 'train', 'reproduce',
-           'check_notebook', 'tour', 'build_parser', 'main']
+           'remove', 'flops', 'toy_vae', 'toy_segmenter', 'toy_data', 'fixtures', 'bench_cmd', 'train',
+           'check_writable_place', 'reproduce', 'check_notebook', 'tour', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #2c2ebfdb
 from .data.formats import IMAGE_EXTS      # one list of image extensions, owned by the data layer
@@ -476,6 +476,16 @@ def _absolute(p) -> str | None:
     "A path the user typed, made absolute against the caller's working folder (the table notebooks run in another)."
     return None if p is None else str(Path(p).expanduser().absolute())
 
+def check_writable_place(folder: Path, what: str):
+    "Like `check_writable`, creating nothing: the folder, or the nearest folder above it that exists, must be a folder we can write in."
+    import tempfile
+    p = Path(folder)
+    while not p.exists() and p != p.parent: p = p.parent
+    if not p.is_dir(): raise InputError(f"{what}: cannot create the folder {folder}: {p} is a file")
+    try:
+        with tempfile.NamedTemporaryFile(dir=p, prefix='.erase-core-write-test-'): pass
+    except OSError as e: raise InputError(f"{what}: cannot write in {p}: {e.strerror or e}") from None
+
 def reproduce(args) -> int:
     import time
     from erase_core.core import require_clone
@@ -490,8 +500,8 @@ def reproduce(args) -> int:
     if data_root is not None and Path(data_root).exists() and not Path(data_root).is_dir():
         raise InputError(f"--data-root {args.data_root} is a file; name a folder (toy evaluation sets are written there)")
     if paths is not None and not Path(paths).is_file(): raise MissingFileError(f"--paths file not found: {args.paths}")
-    check_writable(results_dir(args.scale, results_root), '--results-root' if args.results_root else 'results folder')
-    if data_root is not None: check_writable(Path(data_root), '--data-root')
+    check_writable_place(results_dir(args.scale, results_root), '--results-root' if args.results_root else 'results folder')
+    if data_root is not None: check_writable_place(Path(data_root), '--data-root')   # nothing is created before the checks of the run
     t0 = time.time()
     done = _reproduce(args.scale, tables, device=device, retrain='all' if args.retrain else False, paths=paths,
                       n_samples=args.n_samples, seed=args.seed, data_root=data_root, results_root=results_root,

@@ -193,6 +193,8 @@ ROUND2 = [
     ('toy-name-unknown', lambda t: ['remove', *_single(t), '--model', 'toy:nothing-here'], 2, "toy checkpoint 'nothing-here'"),
     ('toy-with-another-preset', lambda t: ['remove', *_single(t), '--model', 'toy:yoeo-joint', '--preset', 'sd15-inpaint'], 2, 'is a toy-preset model'),
     ('toy-without-a-unet', lambda t: ['remove', *_single(t), '--model', 'toy:vae'], 2, 'has no unet.safetensors'),
+    ('toy-checkpoint-folder-as-model', lambda t: ['remove', *_single(t), '--model', str(Path(__file__).resolve().parent.parent / 'checkpoints' / 'toy' / 'yoeo-joint')],
+     2, '--model toy:yoeo-joint'),
     ('toy-objectclear-family', lambda t: ['remove', *_single(t), '--model', 'toy:flashclear'], 2, 'is an ObjectClear-family model'),
     ('toy-objectclear-base', lambda t: ['bench', '--model', 'toy:objectclear'], 2, 'is an ObjectClear-family model'),
     ('bench-toy-name-escapes', lambda t: ['bench', '--model', 'toy:a/b'], 2, 'checkpoint name'),

@@ -317,6 +317,9 @@ def load_components(preset: str | Preset | None = 'tiny', source='random', seed:
             raise ModelLoadError(f"{source} is a toy-preset model, not {get_preset(preset).name!r}: drop the preset or name --preset toy")
         return load_toy_eraser(toy_name(source), vae=vae, unet_weights=unet_weights, lora=lora)
     if source not in ('meta', 'random') and not Path(source).is_dir(): raise MissingFileError(f"model directory not found: {source}")
+    if source not in ('meta', 'random') and not (Path(source) / 'unet').is_dir() and (Path(source) / 'unet.safetensors').is_file():
+        raise ModelLoadError(f"{source} holds a bare unet.safetensors (a toy checkpoint?), not a diffusers model folder: name a committed "
+                             f"toy model as toy:{Path(source).name} (command line: --model toy:{Path(source).name}), or pass the file as unet_weights")
     if preset is None and source in ('meta', 'random'): raise InputError(f"a {source!r} model needs a preset: one of {sorted(PRESETS)}")
     p = get_preset(preset) if source in ('meta', 'random') else _folder_preset(Path(source), preset)
     if source in ('meta', 'random'):
