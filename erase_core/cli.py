@@ -9,8 +9,9 @@ from pathlib import Path
 from .core import EraseCoreError, InputError, MissingFileError
 
 # %% auto #0
-__all__ = ['find_pairs', 'output_names', 'check_device', 'check_writable', 'output_format', 'remove', 'flops', 'toy_vae',
-           'toy_segmenter', 'toy_data', 'fixtures', 'bench_cmd', 'train', 'reproduce', 'tour', 'build_parser', 'main']
+__all__ = ['OUTPUT_FORMATS', 'TOY_PATH_FILES', 'find_pairs', 'output_names', 'check_writable', 'check_number', 'output_format',
+           'remove', 'flops', 'toy_vae', 'toy_segmenter', 'toy_data', 'fixtures', 'bench_cmd', 'train',
+           'check_writable_place', 'reproduce', 'check_notebook', 'tour', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #2c2ebfdb
 from .data.formats import IMAGE_EXTS      # one list of image extensions, owned by the data layer
@@ -23,16 +24,20 @@ def _files_by_lower_name(folder: Path) -> dict:
     return out
 
 def find_pairs(inp: Path, masks: Path | None, mask_suffix: str = '_mask') -> tuple[list[tuple[Path, Path]], list[Path]]:
-    "Image/mask pairs under folder `inp`, and the images that have no mask (names matched case-insensitively)."
+    """Image/mask pairs under folder `inp`, and the images that have no mask (names matched case-insensitively).
+    A file `NAME<suffix>.ext` is a mask only when an image `NAME.*` lies beside it (else it is a photo with an unlucky
+    name), and no file is ever its own image's mask."""
     files = _files_by_lower_name(inp)
     mfiles = _files_by_lower_name(masks) if masks else {}
     suf = mask_suffix.lower()
-    imgs = sorted(p for p in files.values() if p.suffix.lower() in IMAGE_EXTS and not (suf and p.stem.lower().endswith(suf)))
+    stems = {p.stem.lower() for p in files.values() if p.suffix.lower() in IMAGE_EXTS}
+    is_mask = lambda p: bool(suf) and p.stem.lower().endswith(suf) and p.stem.lower()[:-len(suf)] in stems
+    imgs = sorted(p for p in files.values() if p.suffix.lower() in IMAGE_EXTS and not is_mask(p))
     pairs, orphans = [], []
     for im in imgs:
         stem = im.stem.lower()
         cands = [mfiles.get(stem + e) for e in IMAGE_EXTS] + [files.get(stem + suf + e) for e in IMAGE_EXTS]
-        found = next((c for c in cands if c is not None), None)
+        found = next((c for c in cands if c is not None and c.resolve() != im.resolve()), None)
         (pairs.append((im, found)) if found else orphans.append(im))
     return pairs, orphans
 
@@ -48,36 +53,38 @@ def output_names(images: list[Path]) -> list[str]:
     return names
 
 # %% ../nbs/90_cli.ipynb #b7c12ace
-def check_device(name: str | None):
-    "`--device` as a torch.device this machine has, or a one-line `InputError`."
-    import torch
-    from erase_core.core import pick_device
-    dev = pick_device(name)
-    if dev.type == 'cuda':
-        if not torch.cuda.is_available(): raise InputError(f"--device {name}: no CUDA GPU is available here (torch.cuda.is_available() is False); use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type == 'mps':
-        if not (getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available()):
-            raise InputError(f"--device {name}: Apple's MPS backend is not available here; use --device cpu")
-    elif dev.type != 'cpu': raise InputError(f"--device {name}: unsupported device type {dev.type!r}; use cpu, cuda or mps")
-    return dev
+from .core import check_device, check_seed      # `--device` and `--seed`: one check for every command
 
 def check_writable(folder: Path, what: str = '-o'):
     "Create `folder` and try a write in it; a one-line `InputError` when that fails (before any work is done)."
     import tempfile
+    if folder.exists() and not folder.is_dir(): raise InputError(f"{what}: {folder} is a file, not a folder")
     try: folder.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise InputError(f"{what}: cannot create the folder {folder}: {e.strerror or e}") from None
     try:
         with tempfile.NamedTemporaryFile(dir=folder, prefix='.erase-core-write-test-'): pass
     except OSError as e: raise InputError(f"{what}: cannot write in {folder}: {e.strerror or e}") from None
 
+def check_number(value, what: str, lo=None, hi=None, integer: bool = False):
+    "`value` if it is a finite number (a whole one if `integer`) in [lo, hi], else a one-line `InputError` naming `what`."
+    import math
+    ok = isinstance(value, int) and not isinstance(value, bool) if integer else isinstance(value, (int, float)) and math.isfinite(value)
+    if not ok or (lo is not None and value < lo) or (hi is not None and value > hi):
+        rng = f" in [{lo}, {hi}]" if lo is not None and hi is not None else f" >= {lo}" if lo is not None else f" <= {hi}" if hi is not None else ''
+        raise InputError(f"{what} must be a {'whole' if integer else 'finite'} number{rng}, got {value!r}")
+    return value
+
+OUTPUT_FORMATS = {'PNG': None, 'JPEG': 65535, 'WEBP': 16383, 'TIFF': None, 'BMP': None}   # formats that keep the picture; largest side
+
 def output_format(path: Path) -> str:
-    "The PIL format an output path's suffix names (`.jpg` -> JPEG), or an `InputError`."
+    "The PIL format an output path's suffix names (`.jpg` -> JPEG), or an `InputError` for a format that would change the picture."
     from PIL import Image
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None or fmt not in Image.SAVE:
-        raise InputError(f"-o {path}: cannot tell an image format from the suffix {path.suffix or '(none)'!r}; use .png, .jpg, .webp or .tif")
+        raise InputError(f"-o {path}: cannot tell an image format from the suffix {path.suffix or '(none)'!r}; use .png, .jpg, .webp, .tif or .bmp")
+    if fmt not in OUTPUT_FORMATS:
+        raise InputError(f"-o {path}: {fmt} would not keep the picture as it is (ICO/ICNS shrink it, GIF and other palette "
+                         "formats cut its colours); use .png, .jpg, .webp, .tif or .bmp")
     return fmt
 
 def _save(img, out: Path, fmt: str):
@@ -85,25 +92,25 @@ def _save(img, out: Path, fmt: str):
     img.save(tmp, format=fmt, **(dict(quality=95) if fmt in ('JPEG', 'WEBP') else {}))
     tmp.replace(out)          # atomic: an interrupted write never leaves a half file that looks done
 
-def _load_unet_weights(unet, path: str):
-    from erase_core.core import ModelLoadError
-    from erase_core.models.presets import load_unet_state_dict
-    try: load_unet_state_dict(unet, path)
-    except EraseCoreError: raise
-    except Exception as e:         # a corrupt file: safetensors / pickle errors, one line
-        msg = (str(e).strip().splitlines() or [''])[0][:200]
-        raise ModelLoadError(f"--unet-weights {path}: cannot read it as a state dict ({type(e).__name__}: {msg})") from None
+def _random_warning(args) -> str | None:
+    "The truthful warning for --random-weights: which parts are random, if any."
+    random = [part for part, given in (('UNet', args.unet_weights), ('autoencoder', args.vae)) if not given]
+    if random: return f"preset {args.preset!r} with RANDOM {' and '.join(random)} weights: the output is noise in the hole (smoke test only)"
+    return None     # both replaced by trained files: only the fixed condition embedding is the preset's
 
 def _pipeline(args, device):
     from erase_core.models.presets import load_components
     from erase_core.sampling.pipeline import ErasePipeline, RECIPES, check_steps
+    from erase_core.training.checkpoints import TOY_WARNING
     if args.model is None and not args.random_weights:
-        raise InputError("name the model folder with --model DIR (diffusers layout: unet/, vae/, scheduler/); "
-                         "no weights can be downloaded. For a smoke test with random weights: --preset tiny --random-weights")
-    source = 'random' if args.model is None else args.model
-    if args.model is None: warnings.warn(f"preset {args.preset!r} with RANDOM weights: the output is noise in the hole (smoke test only)")
-    comps = load_components(args.preset, source, seed=args.seed, vae=args.vae, lora=args.lora)
-    if args.unet_weights: _load_unet_weights(comps.unet, args.unet_weights)
+        raise InputError("name the model with --model DIR (a diffusers folder: unet/, vae/, scheduler/) or --model toy:NAME (a committed "
+                         "toy model, e.g. toy:yoeo-joint); no weights can be downloaded. For a smoke test with random weights: --preset tiny --random-weights")
+    if args.model is not None and args.random_weights: raise InputError("--random-weights and --model exclude each other; drop one")
+    if args.model is None and args.preset is None: raise InputError("--random-weights needs --preset NAME (tiny, toy, sd15-inpaint, sdxl-inpaint)")
+    if args.model is None and (w := _random_warning(args)): warnings.warn(w)
+    comps = load_components(args.preset, 'random' if args.model is None else args.model, seed=args.seed, vae=args.vae,
+                            lora=args.lora, unet_weights=args.unet_weights)
+    if args.model is not None and comps.preset.scale == 'toy': warnings.warn(TOY_WARNING)
     recipe = args.recipe or ('flashclear' if comps.unet.config.addition_embed_type == 'text_time' else 'yoeo')
     kw = dict(RECIPES[recipe])
     if args.steps is not None: kw['steps'] = args.steps
@@ -125,6 +132,11 @@ def _jobs(args, inp: Path) -> list[tuple[Path, Path, Path, str]]:
         out_dir = Path(args.output)
         masks = Path(args.masks) if args.masks else None
         if masks is not None and not masks.is_dir(): raise MissingFileError(f"mask folder not found: {masks}")
+        if masks is not None and masks.resolve() == inp.resolve():
+            raise InputError(f"--masks {masks} is the input folder: every image would be its own mask; masks beside their "
+                             f"images need no --masks (they are found as NAME{args.mask_suffix}.png)")
+        if masks is None and not args.mask_suffix:
+            raise InputError("--mask-suffix '' without --masks: every image would be its own mask; give masks a suffix or put them in a --masks folder")
         if out_dir.resolve() == inp.resolve(): raise InputError(f"-o {out_dir} is the input folder: the outputs would become inputs of the next run; choose another folder")
         if masks is not None and out_dir.resolve() == masks.resolve(): raise InputError(f"-o {out_dir} is the mask folder: outputs would overwrite masks; choose another folder")
         if out_dir.exists() and not out_dir.is_dir(): raise InputError(f"-o {out_dir} is a file; a folder input needs an output folder")
@@ -152,26 +164,48 @@ def _jobs(args, inp: Path) -> list[tuple[Path, Path, Path, str]]:
         if out.is_dir(): raise InputError(f"output {out} is a folder")
     return jobs
 
+def _probe(job, resize_mask: bool):
+    "Read the headers of a job's image and mask: unreadable or too large files, a size mismatch, an image its output format cannot hold."
+    from erase_core.data.io import probe_image
+    img, mask, out, fmt = job
+    (w, h), (mw, mh) = probe_image(img, 'image'), probe_image(mask, 'mask')
+    if (mw, mh) != (w, h) and not resize_mask:
+        raise InputError(f"{img.name}: mask is {mw}x{mh} (WxH) but image is {w}x{h} (as displayed); pass --resize-mask to resize the mask")
+    if OUTPUT_FORMATS.get(fmt) and max(w, h) > OUTPUT_FORMATS[fmt]:
+        raise InputError(f"-o {out}: {fmt} holds at most {OUTPUT_FORMATS[fmt]} pixels a side, the image is {w}x{h}; use .png or .tif")
+
 def _warning_line(message, category, filename, lineno, file=None, line=None):
     print(f"erase-core: warning: {message}", file=sys.stderr)
+
+def _check_remove_args(args):
+    check_seed(args.seed, '--seed')
+    check_number(args.crop_margin, '--crop-margin', lo=0)
+    check_number(args.decode_halo, '--decode-halo', lo=0, integer=True)
+    if args.unet_weights and not Path(args.unet_weights).is_file(): raise MissingFileError(f"--unet-weights file not found: {args.unet_weights}")
 
 def remove(args) -> int:
     from tqdm.auto import tqdm
     inp = Path(args.input)
     if not inp.exists(): raise MissingFileError(f"input not found: {inp}")
-    if args.unet_weights and not Path(args.unet_weights).is_file(): raise MissingFileError(f"--unet-weights file not found: {args.unet_weights}")
+    _check_remove_args(args)
     device = check_device(args.device)
     jobs = _jobs(args, inp)
     todo = [j for j in jobs if args.overwrite or not j[2].exists()]
     if len(todo) < len(jobs): print(f"{len(jobs) - len(todo)} output(s) exist already: skipped (--overwrite to redo)", file=sys.stderr)
     if not todo: return 0
-    for d in sorted({j[2].parent for j in todo}): check_writable(d)
+    failed, ok = 0, []
+    for j in todo:                                            # every header read before the model loads
+        try: _probe(j, args.resize_mask); ok.append(j)
+        except EraseCoreError as e:
+            if len(jobs) == 1: raise
+            failed += 1; print(f"{j[0].name}: {e}", file=sys.stderr)
+    for d in sorted({j[2].parent for j in ok}): check_writable(d)
+    written = []
     with warnings.catch_warnings():
         warnings.simplefilter('always'); warnings.showwarning = _warning_line
-        pipe, recipe = _pipeline(args, device)
-        print(f"erasing {len(todo)} image(s) with {recipe} ({pipe.sampler_name}, {pipe.steps} steps) on {pipe.device}", file=sys.stderr)
-        failed = 0
-        for img, mask, out, fmt in tqdm(todo, desc='erasing', disable=len(todo) < 2):
+        pipe, recipe = _pipeline(args, device) if ok else (None, None)
+        if ok: print(f"erasing {len(ok)} image(s) with {recipe} ({pipe.sampler_name}, {pipe.steps} steps) on {pipe.device}", file=sys.stderr)
+        for img, mask, out, fmt in tqdm(ok, desc='erasing', disable=len(ok) < 2):
             try:
                 res, = pipe(img, mask, seed=args.seed, paste_back=not args.no_paste_back, resize_mask=args.resize_mask,
                             allow_full_mask=args.allow_full_mask)
@@ -180,6 +214,9 @@ def remove(args) -> int:
                 failed += 1; print(f"{img.name}: {e}", file=sys.stderr); continue
             try: _save(res, out, fmt)
             except OSError as e: raise InputError(f"cannot write {out}: {e.strerror or e}") from None
+            written.append(out)
+    if len(written) == 1 and len(jobs) == 1: print(f"wrote {written[0]}")
+    elif written: print(f"wrote {len(written)} image(s) to {written[0].parent}")
     if failed: print(f"{failed} image(s) failed", file=sys.stderr)
     return 1 if failed else 0
 
@@ -250,9 +287,9 @@ def toy_data(args) -> int:
 
 def fixtures(args) -> int:
     from erase_core.data.formats import make_fixtures
-    from erase_core.data.datasets import make_demo_masks
-    paths = make_fixtures(); masks = make_demo_masks()
-    print(f"fixtures regenerated: {sorted(paths)}; {len(masks)} demo masks")
+    from erase_core.data.datasets import make_demo_masks, make_demo_scene
+    paths = make_fixtures(); masks = make_demo_masks(); scene = make_demo_scene()
+    print(f"fixtures regenerated: {sorted(paths)}; {len(masks)} demo masks; demo scene {', '.join(p.name for p in scene)}")
     return 0
 
 # %% ../nbs/90_cli.ipynb #9ca25d64
@@ -266,13 +303,19 @@ def _size(s: str) -> tuple[int, int]:
 
 def bench_cmd(args) -> int:
     import pandas as pd
-    from erase_core.core import pick_device
     from erase_core.caching.bench import bench, step_bench, METHODS
     import erase_core.caching.baselines                   # registers fewer-steps, deepcache, toca, taylorseer
     bad = [m for m in args.methods if m not in METHODS]
     if bad: raise InputError(f"unknown method(s) {bad}; choose from {sorted(METHODS)}")
     if any(not 0 < f <= 1 for f in args.fractions): raise InputError(f"--fractions must lie in (0, 1], got {args.fractions}")
     if (args.image is None) != (args.mask is None): raise InputError("--image and --mask go together")
+    check_number(args.repeats, '--repeats', lo=1, integer=True); check_number(args.warmup, '--warmup', lo=0, integer=True)
+    check_number(args.warmup_once, '--warmup-once', lo=0, integer=True); check_seed(args.seed, '--seed')
+    for s in args.steps: check_number(s, '--steps', lo=1, integer=True)
+    device = str(check_device(args.device))
+    if args.csv:                                                   # before the benchmark, not after it
+        if Path(args.csv).is_dir(): raise InputError(f"--csv {args.csv} is a folder; name a file")
+        check_writable(Path(args.csv).parent, '--csv')
     h, w = _size(args.size) if args.size else (None, None)
     image = mask = None
     if args.image:
@@ -280,33 +323,35 @@ def bench_cmd(args) -> int:
         image, mask = prepare_pair(args.image, args.mask, name=args.image)
         h, w = image.shape[1:]
     comps = None
-    if args.model:
+    if args.model:                                                 # a folder (its own preset) or toy:NAME
         from erase_core.models.presets import load_components
         comps = load_components(args.preset, args.model)
+    preset = comps.preset.name if comps is not None else (args.preset or 'tiny')
     if args.per_step:
         meth = [m for m in args.methods if m != 'none']
         if len(meth) != 1 or image is not None: raise InputError("--per-step measures one method besides 'none' on the synthetic mask")
-        df = step_bench(args.preset, h, w, steps=args.steps, fractions=args.fractions, method=meth[0],
-                        device=str(pick_device(args.device)), seed=args.seed, components=comps, log=lambda s: print(s, file=sys.stderr))
-    else: df = bench(args.preset, h, w, steps=args.steps, fractions=args.fractions, methods=args.methods, repeats=args.repeats,
-               warmup=args.warmup, device=str(pick_device(args.device)), sampler=args.sampler, image=image, mask=mask,
+        df = step_bench(preset, h, w, steps=args.steps, fractions=args.fractions, method=meth[0],
+                        device=device, seed=args.seed, components=comps, log=lambda s: print(s, file=sys.stderr))
+    else: df = bench(preset, h, w, steps=args.steps, fractions=args.fractions, methods=args.methods, repeats=args.repeats,
+               warmup=args.warmup, device=device, sampler=args.sampler, image=image, mask=mask,
                flops='timed' if args.flops_in_timed_runs else not args.no_flops, seed=args.seed, components=comps,
                warmup_once=args.warmup_once, log=lambda s: print(s, file=sys.stderr))
     pd.set_option('display.width', 250); pd.set_option('display.max_columns', 40)
     cols = [c for c in ('steps', 'method', 'fraction', 'fg_token_fraction', 'total_s', 'total_cpu_s', 'flops_T', 'speedup', 'cpu_speedup',
                         'flop_ratio', 'step_time_saving', 'step_cpu_saving', 'step_flop_saving', 'saving_efficiency',
                         'cpu_saving_efficiency') if c in df]
-    print(f"scale: {df.scale.iloc[0]}; preset {args.preset}; {df['size'].iloc[0]}; device: {df.device.iloc[0]}")
+    print(f"scale: {df.scale.iloc[0]}; preset {preset}; {df['size'].iloc[0]}; device: {df.device.iloc[0]}")
     print(df[cols].to_string(index=False))
     if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True); df.to_csv(args.csv, index=False)
-        print(f"written: {args.csv}", file=sys.stderr)
+        try: df.to_csv(args.csv, index=False)
+        except OSError as e: raise InputError(f"--csv {args.csv}: cannot write: {e.strerror or e}") from None
+        print(f"wrote {args.csv}", file=sys.stderr)
     return 0
 
 def _add_bench_parser(sub):
     b = sub.add_parser('bench', help='time and count FLOPs of acceleration methods against each other')
-    b.add_argument('--preset', default='tiny', help='architecture preset (random weights unless --model)')
-    b.add_argument('--model', help='local diffusers folder with real weights')
+    b.add_argument('--preset', default=None, help="architecture preset (default tiny; random weights unless --model; with --model: the model's)")
+    b.add_argument('--model', help='local diffusers folder with real weights, or toy:NAME (a committed toy model)')
     b.add_argument('--size', default=None, help="image size, N or WxH (default: the preset's resolution)")
     b.add_argument('--steps', type=int, nargs='+', default=[2, 4])
     b.add_argument('--fractions', type=float, nargs='+', default=[0.05, 0.1, 0.2, 0.4, 1.0],
@@ -341,12 +386,25 @@ def _parse_sets(pairs) -> dict:
         if '=' not in kv: raise InputError(f"--set takes KEY=VALUE, got {kv!r}")
         k, v = kv.split('=', 1)
         try: out[k] = ast.literal_eval(v)
-        except (ValueError, SyntaxError): out[k] = v
+        except (ValueError, SyntaxError, MemoryError, RecursionError): out[k] = v
     return out
+
+# the file a `toy:NAME` stands for, per option (None: the checkpoint folder itself)
+TOY_PATH_FILES = dict(teacher='unet.safetensors', student='unet.safetensors', init='unet.safetensors', disc='disc_head.safetensors',
+                      base=None, vae=None, segmenter=None, fusion=None)
+
+def _train_paths(args) -> dict:
+    "The model and data paths of `train`, with `toy:NAME` resolved through the toy manifest."
+    from erase_core.training.checkpoints import toy_file
+    paths = dict(base=args.base, data=args.data, d2_data=args.d2_data, teacher=args.teacher, student=args.student, disc=args.disc,
+                 segmenter=args.segmenter, vae=args.vae, lpips_weights=args.lpips_weights,
+                 init=args.init, image_encoder=args.image_encoder, fusion=args.fusion)
+    return {k: toy_file(v, TOY_PATH_FILES[k]) if k in TOY_PATH_FILES and v is not None else v for k, v in paths.items()}
 
 def train(args) -> int:
     import shlex, time
-    from erase_core.training.trainer import get_recipe
+    from erase_core.training.trainer import get_recipe, check_out_dir
+    from erase_core.training.checkpoints import check_name
     import erase_core.training.yoeo as yoeo                   # registers YOEO's recipes
     import erase_core.training.flashclear                     # registers objectclear, flashclear, flashclear-2
     over = _parse_sets(args.set)
@@ -355,9 +413,13 @@ def train(args) -> int:
     if args.no_d2: over.setdefault('ss_on_paired', True)      # SS on D1 alone must act on paired samples (see training.yoeo)
     if args.seed is not None: over['seed'] = args.seed
     r = get_recipe(args.recipe, args.scale, **over)
-    paths = dict(base=args.base, data=args.data, d2_data=args.d2_data, teacher=args.teacher, student=args.student, disc=args.disc,
-                 segmenter=args.segmenter, vae=args.vae, lpips_weights=args.lpips_weights,
-                 init=args.init, image_encoder=args.image_encoder, fusion=args.fusion)
+    if args.max_steps is not None: check_number(args.max_steps, '--max-steps', lo=1, integer=True)
+    if args.device is not None: check_device(args.device)
+    if args.publish is not None:                              # before the run, not after it
+        if r.scale != 'toy': raise InputError("--publish records toy checkpoints only; use --scale toy")
+        check_name(args.publish)
+    check_out_dir(Path(args.out))
+    paths = _train_paths(args)
     if r.scale == 'toy':
         if r.stage in ('distill', 'joint') and paths['teacher'] is None: paths['teacher'] = _toy_default('yoeo-teacher') / 'unet.safetensors'
         if r.stage == 'joint' and paths['student'] is None:
@@ -366,14 +428,15 @@ def train(args) -> int:
         if r.stage == 'rad' and paths['base'] is None: paths['base'] = _toy_default(r.params.get('base') or 'objectclear')
         if paths['vae'] is None: paths['vae'] = _toy_default('vae')
         if r.stage == 'joint' and paths['segmenter'] is None: paths['segmenter'] = _toy_default('segmenter')
-    if args.publish and r.scale != 'toy': raise InputError("--publish records toy checkpoints only; use --scale toy")
     command = 'erase-core ' + ' '.join(shlex.quote(a) for a in sys.argv[1:]) if args.command_line is None else args.command_line
     t0 = time.perf_counter()
     tr = yoeo.Trainer(yoeo.make_stage(r, **paths), args.out, device=args.device, progress=not args.quiet, command=command)
     res = tr.fit(max_steps=args.max_steps, resume=args.resume)
     wall = time.perf_counter() - t0
     if not tr.is_main: return 0                                # one report from a multi-process run
-    print(f"{r.name} ({r.scale}): {res['steps']}/{r.steps} steps in {wall:.0f} s -> {args.out}" + ('' if res['finished'] else ' (stopped early; --resume continues)'))
+    final = Path(args.out) / 'final'
+    print(f"{r.name} ({r.scale}): {res['steps']}/{r.steps} steps in {wall:.0f} s -> {args.out}" +
+          ('' if res['finished'] else f" (stopped early; --resume continues)") + (f"; wrote {final} (the weights at step {res['steps']})" if final.is_dir() else ''))
     if args.publish:
         if not res['finished']: raise InputError("--publish needs a finished run (this one stopped early)")
         from erase_core.training.checkpoints import publish_run
@@ -402,20 +465,46 @@ def _add_train_parser(sub):
                       ('--init', "UNet weights to start from (objectclear at toy scale: the toy 'yoeo-teacher')"),
                       ('--image-encoder', 'objectclear/flashclear, paper scale: local CLIP ViT-L/14 vision folder'),
                       ('--fusion', 'objectclear/flashclear, paper scale: post-fusion weights (file or folder)')):
-        t.add_argument(opt, default=None, help=what)
-    t.add_argument('--publish', default=None, metavar='NAME', help='toy scale: record the final weights as checkpoints/toy/NAME')
+        t.add_argument(opt, default=None, help=what + ('; or toy:NAME, a committed toy checkpoint' if opt.lstrip('-') in TOY_PATH_FILES else ''))
+    t.add_argument('--publish', default=None, metavar='NAME', help="toy scale: record the final weights as checkpoints/toy/NAME (NAME: letters, digits, '.', '_', '-')")
     t.add_argument('--command-line', default=None, help=argparse.SUPPRESS)
     t.add_argument('--quiet', action='store_true', help='no progress bar')
     t.set_defaults(func=train)
 
 # %% ../nbs/90_cli.ipynb #c11code01
+def _absolute(p) -> str | None:
+    "A path the user typed, made absolute against the caller's working folder (the table notebooks run in another)."
+    return None if p is None else str(Path(p).expanduser().absolute())
+
+def check_writable_place(folder: Path, what: str):
+    "Like `check_writable`, creating nothing: the folder, or the nearest folder above it that exists, must be a folder we can write in."
+    import tempfile
+    p = Path(folder)
+    while not p.exists() and p != p.parent: p = p.parent
+    if not p.is_dir(): raise InputError(f"{what}: cannot create the folder {folder}: {p} is a file")
+    try:
+        with tempfile.NamedTemporaryFile(dir=p, prefix='.erase-core-write-test-'): pass
+    except OSError as e: raise InputError(f"{what}: cannot write in {p}: {e.strerror or e}") from None
+
 def reproduce(args) -> int:
     import time
-    from erase_core.experiments.tables import reproduce as _reproduce
+    from erase_core.core import require_clone
+    require_clone('erase-core reproduce')                     # the table notebooks are not in a wheel
+    from erase_core.experiments.tables import reproduce as _reproduce, results_dir
     tables = [t for s in (args.tables or []) for t in s.replace(',', ' ').split()] or None
+    if args.n_samples is not None: check_number(args.n_samples, '--n-samples', lo=1, integer=True)
+    if args.jobs is not None: check_number(args.jobs, '--jobs', lo=1, integer=True)
+    check_seed(args.seed, '--seed')
+    device = str(check_device(args.device))
+    results_root, data_root, paths = _absolute(args.results_root), _absolute(args.data_root), _absolute(args.paths)
+    if data_root is not None and Path(data_root).exists() and not Path(data_root).is_dir():
+        raise InputError(f"--data-root {args.data_root} is a file; name a folder (toy evaluation sets are written there)")
+    if paths is not None and not Path(paths).is_file(): raise MissingFileError(f"--paths file not found: {args.paths}")
+    check_writable_place(results_dir(args.scale, results_root), '--results-root' if args.results_root else 'results folder')
+    if data_root is not None: check_writable_place(Path(data_root), '--data-root')   # nothing is created before the checks of the run
     t0 = time.time()
-    done = _reproduce(args.scale, tables, device=args.device, retrain='all' if args.retrain else False, paths=args.paths,
-                      n_samples=args.n_samples, seed=args.seed, data_root=args.data_root, results_root=args.results_root,
+    done = _reproduce(args.scale, tables, device=device, retrain='all' if args.retrain else False, paths=paths,
+                      n_samples=args.n_samples, seed=args.seed, data_root=data_root, results_root=results_root,
                       strict=args.strict, jobs=args.jobs, log=lambda s: print(s, file=sys.stderr))
     for name, r in done.items():
         print(f"{name}: {r.get('csv') or r.get('path')}" + (f" ({r['seconds']} s)" if 'seconds' in r else ''))
@@ -439,7 +528,25 @@ def _add_reproduce_parser(sub):
     p.add_argument('--strict', action='store_true', help='toy scale: stop if a checkpoint is missing or changed')
     p.set_defaults(func=reproduce)
 
+def check_notebook(path) -> Path:
+    "`path` if it is a Jupyter notebook file (JSON with a list of cells), else a one-line `InputError`."
+    import json
+    p = Path(path)
+    if not p.is_file(): raise MissingFileError(f"notebook not found: {p}")
+    if p.suffix != '.ipynb': raise InputError(f"{p} is not a notebook (.ipynb)")
+    try: nb = json.loads(p.read_text(encoding='utf-8'))
+    except (UnicodeDecodeError, ValueError) as e: raise InputError(f"{p} is not a Jupyter notebook: not JSON ({type(e).__name__})") from None
+    if not (isinstance(nb, dict) and isinstance(nb.get('cells'), list) and isinstance(nb.get('nbformat'), int)):
+        raise InputError(f"{p} is not a Jupyter notebook: no 'cells' list and 'nbformat' number")
+    return p
+
 def tour(args) -> int:
+    import importlib.util
+    from erase_core.core import require_clone
+    require_clone('erase-core tour')                          # the tour notebooks are not in a wheel
+    if importlib.util.find_spec('nbdev') is None or importlib.util.find_spec('execnb') is None:
+        raise InputError("erase-core tour needs the development extras (nbdev, execnb): pip install -e '.[dev]'")
+    for nb in args.notebooks or []: check_notebook(nb)
     from erase_core.experiments.tour import execute_tour
     execute_tour(args.notebooks or None, flags=args.flags.split(), clean=not args.no_clean)
     return 0
@@ -461,8 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--masks', help='folder of masks named like their images (default: IMAGE_mask.png beside each image)')
     r.add_argument('--mask-suffix', default='_mask', help='suffix of masks stored beside their images')
     r.add_argument('-o', '--output', help='output file (single image; format from its suffix) or folder (PNG outputs)')
-    r.add_argument('--model', help='local diffusers folder with unet/, vae/, scheduler/')
-    r.add_argument('--preset', default='sd15-inpaint', help='architecture preset: tiny, toy, sd15-inpaint, sdxl-inpaint')
+    r.add_argument('--model', help='local diffusers folder with unet/, vae/, scheduler/, or toy:NAME (a committed toy model, e.g. toy:yoeo-joint)')
+    r.add_argument('--preset', default=None, help="architecture preset: tiny, toy, sd15-inpaint, sdxl-inpaint (default: the model folder's)")
     r.add_argument('--random-weights', action='store_true', help='use random weights (smoke test only)')
     r.add_argument('--unet-weights', help="a UNet state dict to load on top (e.g. YOEO's released student)")
     r.add_argument('--lora', help="a LoRA adapter (folder or .safetensors, diffusers' layout) merged into the UNet")
@@ -514,7 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('--size', type=int, default=64)
     t.add_argument('--seed', type=int, default=0)
     t.set_defaults(func=toy_data)
-    x = sub.add_parser('fixtures', help='regenerate the small test fixtures under data/ (COCO, parquet, folder, demo masks)')
+    x = sub.add_parser('fixtures', help='regenerate the small test fixtures under data/ (COCO, parquet, folder, demo masks, demo scene)')
     x.set_defaults(func=fixtures)
     _add_train_parser(sub)
     _add_bench_parser(sub)

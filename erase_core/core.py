@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['SCALES', 'PROJECT_ROOT', 'OUTPUT_DIRS', 'EraseCoreError', 'InputError', 'MissingFileError', 'ModelLoadError',
-           'check_scale', 'seed_everything', 'pick_device', 'checkpoints_dir', 'data_dir', 'git_commit']
+__all__ = ['SCALES', 'MAX_SEED', 'PROJECT_ROOT', 'CHECKPOINTS_ENV', 'OUTPUT_DIRS', 'EraseCoreError', 'InputError',
+           'MissingFileError', 'ModelLoadError', 'check_scale', 'check_seed', 'seed_everything', 'pick_device',
+           'check_device', 'checkpoints_dir', 'data_dir', 'in_clone', 'require_clone', 'git_commit']
 
 # %% ../nbs/00_core.ipynb #3cc9fed0
 class EraseCoreError(Exception):
@@ -35,8 +36,18 @@ def check_scale(scale: str) -> str:
     return scale
 
 # %% ../nbs/00_core.ipynb #1bfb6ec1
+MAX_SEED = 2**63 - 1      # torch and NumPy take any seed in [0, 2**63 - 1]; beyond it they raise from deep inside
+
+def check_seed(seed, what: str = 'seed') -> int:
+    "`seed` as an int if it is a whole number in [0, `MAX_SEED`], else a one-line `InputError` naming `what`."
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise InputError(f"{what} must be a whole number in [0, 2**63 - 1], got {seed!r}")
+    if not 0 <= int(seed) <= MAX_SEED: raise InputError(f"{what} must lie in [0, 2**63 - 1], got {seed}")
+    return int(seed)
+
 def seed_everything(seed: int = 0, device: str | torch.device = 'cpu') -> torch.Generator:
     "Seed `random`, NumPy and torch; return a `torch.Generator` on `device` seeded with `seed`."
+    seed = check_seed(seed)
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     return torch.Generator(device=device).manual_seed(seed)
 
@@ -46,16 +57,42 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     try: return torch.device(device)
     except (RuntimeError, TypeError) as e: raise InputError(f"not a device: {device!r} ({e})") from None
 
+def check_device(name: str | torch.device | None, what: str = '--device') -> torch.device:
+    "`name` as a `torch.device` this machine has (None: the default of `pick_device`), or a one-line `InputError`."
+    dev = pick_device(name)
+    if dev.type == 'cuda':
+        if not torch.cuda.is_available(): raise InputError(f"{what} {name}: no CUDA GPU is available here (torch.cuda.is_available() is False); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"{what} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == 'mps':
+        if not (getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available()):
+            raise InputError(f"{what} {name}: Apple's MPS backend is not available here; use --device cpu")
+    elif dev.type != 'cpu': raise InputError(f"{what} {name}: unsupported device type {dev.type!r}; use cpu, cuda or mps")
+    return dev
+
 # %% ../nbs/00_core.ipynb #91d88fb3
 PROJECT_ROOT = Path(__file__).resolve().parent.parent if '__file__' in globals() else Path.cwd().parent
+CHECKPOINTS_ENV = 'ERASE_CORE_CHECKPOINTS'
 
 def checkpoints_dir() -> Path:
-    "Folder for trained artefacts: `$ERASE_CORE_CHECKPOINTS`, else `checkpoints/` at the project root."
-    return Path(os.environ.get('ERASE_CORE_CHECKPOINTS', PROJECT_ROOT / 'checkpoints'))
+    "Folder for trained artefacts (the one holding `toy/`): `$ERASE_CORE_CHECKPOINTS`, else `checkpoints/` at the project root."
+    return Path(os.environ.get(CHECKPOINTS_ENV) or PROJECT_ROOT / 'checkpoints')
 
 def data_dir() -> Path:
     "Folder for data sets and fixtures: `$ERASE_CORE_DATA`, else `data/` at the project root."
-    return Path(os.environ.get('ERASE_CORE_DATA', PROJECT_ROOT / 'data'))
+    return Path(os.environ.get('ERASE_CORE_DATA') or PROJECT_ROOT / 'data')
+
+# %% ../nbs/00_core.ipynb #f8cbbfec
+def in_clone(root=None) -> bool:
+    "True when the package runs from a clone of its repository (notebooks and `settings.ini` beside it), False from a wheel."
+    root = Path(root or PROJECT_ROOT)
+    return (root / 'nbs').is_dir() and (root / 'settings.ini').is_file()
+
+def require_clone(what: str, root=None):
+    "A one-line `InputError` when `what` (a command) runs from an installed wheel, which has no notebooks."
+    if not in_clone(root):
+        raise InputError(f"{what} needs a clone of the erase_core repository (its notebooks are not part of the installed "
+                         f"package at {Path(root or PROJECT_ROOT)}): clone it and run `pip install -e .` there")
 
 # %% ../nbs/00_core.ipynb #45aad675
 OUTPUT_DIRS = ('results', 'checkpoints')   # written by our runs; changes there do not make the code dirty

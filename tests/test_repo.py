@@ -75,3 +75,22 @@ def test_flops_scale_with_steps_and_guidance():
     assert count_flops(torch.nn.Linear(5, 7, bias=False), torch.zeros(2, 5))[0] == 2 * 2 * 5 * 7
     # attention is counted on the meta device: an attention-free call would scale linearly with pixels
     assert unet_call_flops('tiny', 64, 64) > 4 * unet_call_flops('tiny', 32, 32)
+
+
+def test_readme_toy_demo_runs(tmp_path, monkeypatch, capsys):
+    "The README's one-line toy demo, as written (the output redirected into a temporary folder), from the repository root."
+    import shlex
+    from erase_core.cli import main
+    demo = [c for c in _readme_commands() if '--model toy:' in c and 'data/demo/' in c]
+    assert len(demo) == 1 and '\n' not in demo[0], demo
+    argv = shlex.split(demo[0])
+    assert argv[0] == '.venv/bin/erase-core' and argv[1] == 'remove'
+    i = argv.index('-o'); out = tmp_path / argv[i + 1]; argv[i + 1] = str(out)
+    monkeypatch.chdir(ROOT)
+    assert main(argv[1:]) == 0
+    assert out.exists() and f"wrote {out}" in capsys.readouterr().out
+
+
+def test_readme_documents_the_checkpoints_variable_and_root():
+    text = (ROOT / 'README.md').read_text()
+    assert 'ERASE_CORE_CHECKPOINTS' in text and 'root=' in text and 'toy:yoeo-joint' in text

@@ -45,7 +45,8 @@ def test_resume_from_a_checkpoint_gives_the_uninterrupted_weights(teacher, tmp_p
     assert _train(recipe, '--scale', 'smoke', '--out', tmp_path / 'full', *extra) == 0
     assert _train(recipe, '--scale', 'smoke', '--out', tmp_path / 'cut', '--max-steps', every, *extra) == 0
     assert latest_checkpoint(tmp_path / 'cut' / 'checkpoints').name == f'step-{every:06d}'
-    assert not (tmp_path / 'cut' / 'final').exists()
+    assert (tmp_path / 'cut' / 'final' / 'unet.safetensors').exists()           # a short run can be loaded
+    assert json.loads((tmp_path / 'cut' / 'final.json').read_text()) == dict(step=every, steps=steps, finished=False)
     assert _train(recipe, '--scale', 'smoke', '--out', tmp_path / 'cut', '--resume', *extra) == 0
     a, b = _weights(tmp_path / 'full'), _weights(tmp_path / 'cut')
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -142,3 +143,52 @@ def test_a_stage2_head_of_another_architecture_names_the_retrain_command(teacher
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds a 'linear' discriminator head" in err[0] and '`erase-core train yoeo-distill --scale smoke' in err[0]
     assert _train('yoeo-joint', '--scale', 'smoke', '--out', tmp_path / 'j2', *src, '--set', 'disc_head="linear"') == 0
+
+
+def test_resume_with_ema_unpickles_nothing(tmp_path):
+    "EMA state is written as safetensors; a pickle planted where accelerate keeps custom objects is never opened."
+    ema = ['--set', 'ema_decay=0.9']
+    assert _train('yoeo-teacher', '--scale', 'smoke', '--out', tmp_path / 'full', *ema) == 0
+    assert _train('yoeo-teacher', '--scale', 'smoke', '--out', tmp_path / 'cut', '--max-steps', 3, *ema) == 0
+    last = latest_checkpoint(tmp_path / 'cut' / 'checkpoints')
+    assert (last / 'ema.safetensors').exists() and not list(last.glob('custom_checkpoint_*'))
+    import pickle
+
+    class Planted:
+        def __reduce__(self): return (os.system, (f"touch {tmp_path / 'pwned'}",))
+    planted = [last / n for n in ('custom_checkpoint_0.pkl', 'custom_checkpoint_1.pkl')]
+    for f in planted: f.write_bytes(pickle.dumps(Planted()))
+    assert _train('yoeo-teacher', '--scale', 'smoke', '--out', tmp_path / 'cut', '--resume', *ema) == 2   # refused, unopened
+    assert not (tmp_path / 'pwned').exists()
+    for f in planted: f.unlink()
+    assert _train('yoeo-teacher', '--scale', 'smoke', '--out', tmp_path / 'cut', '--resume', *ema) == 0
+    a, b = _weights(tmp_path / 'full'), _weights(tmp_path / 'cut')
+    assert all(torch.equal(a[k], b[k]) for k in a)                     # the EMA weights of the uninterrupted run
+
+
+def test_resume_with_other_settings_is_refused_and_recipe_json_kept(tmp_path, capsys):
+    out = tmp_path / 'r'
+    assert _train('yoeo-teacher', '--scale', 'smoke', '--out', out, '--max-steps', 2) == 0
+    before = (out / 'recipe.json').read_bytes()
+    for extra in (['--set', 'lr=0.5'], ['--set', 'batch_size=6'], ['--seed', '3']):
+        assert _train('yoeo-teacher', '--scale', 'smoke', '--out', out, '--resume', *extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and 'was started with other settings' in err[0], err
+    assert (out / 'recipe.json').read_bytes() == before
+    assert _train('yoeo-teacher', '--scale', 'smoke', '--out', out, '--resume', '--set', 'steps=8') == 0   # training longer is fine
+
+
+def test_get_recipe_before_the_recipe_modules_are_imported():
+    r = subprocess.run([sys.executable, '-c', "from erase_core.training.trainer import get_recipe; print(get_recipe('yoeo-teacher', 'toy').name, "
+                        "get_recipe('flashclear', 'smoke').name)"], capture_output=True, text=True, timeout=300)
+    assert r.stdout.split() == ['yoeo-teacher', 'flashclear'], r.stderr[-1000:]
+
+
+def test_toy_names_resolve_for_train_paths():
+    from erase_core.cli import build_parser, _train_paths
+    from erase_core.training.checkpoints import toy_checkpoint
+    a = build_parser().parse_args(['train', 'yoeo-joint', '--out', 'x', '--teacher', 'toy:yoeo-teacher', '--student', 'toy:yoeo-distill',
+                                   '--disc', 'toy:yoeo-distill', '--vae', 'toy:vae', '--segmenter', 'toy:segmenter'])
+    p = _train_paths(a)
+    assert p['teacher'] == toy_checkpoint('yoeo-teacher') / 'unet.safetensors' and p['disc'].name == 'disc_head.safetensors'
+    assert p['vae'] == toy_checkpoint('vae') and p['segmenter'] == toy_checkpoint('segmenter')

@@ -17,9 +17,9 @@ from .formats import (SkipLog, EntityRecord, load_pair, entity_mask, panoptic_id
 from .toyworld import ToyScene, make_toy_scene
 
 # %% auto #0
-__all__ = ['KINDS', 'DEMO_SHAPES', 'DATASETS', 'crop_params', 'augment_sample', 'EraseDataset', 'D1Dataset', 'D2Dataset',
-           'PairDataset', 'ToyDataset', 'demo_dir', 'make_demo_masks', 'DemoDataset', 'collate_batch', 'make_dataset',
-           'make_loader', 'check_batch']
+__all__ = ['KINDS', 'DEMO_SHAPES', 'DEMO_SCENE_SEED', 'DATASETS', 'crop_params', 'augment_sample', 'EraseDataset', 'D1Dataset',
+           'D2Dataset', 'PairDataset', 'ToyDataset', 'demo_dir', 'make_demo_masks', 'DemoDataset', 'make_demo_scene',
+           'collate_batch', 'make_dataset', 'make_loader', 'check_batch']
 
 # %% ../../nbs/05_data.datasets.ipynb #71bed0bf
 def _resize(t: torch.Tensor, hw, kind: str) -> torch.Tensor:
@@ -248,6 +248,20 @@ class DemoDataset(EraseDataset):
         n = self.names[i]
         return dict(image=getattr(skimage.data, n)(), mask=_decode_mask(self.root / f"{n}_mask.png", f"demo mask for {n}"),
                     id=f"demo-{n}", paired=False, where=str(self.root / f"{n}_mask.png"))
+
+# %% ../../nbs/05_data.datasets.ipynb #9cb58da5
+DEMO_SCENE_SEED = 999_999_001   # apart from the training seeds (0, i) and the evaluation seeds (900,000 + i)
+
+def make_demo_scene(root=None, seed: int = DEMO_SCENE_SEED) -> list[Path]:
+    "Draw the README's demo scene (image, mask of object and effects, clean plate) as `data/demo/toy_scene*.png`."
+    from PIL import Image
+    from erase_core.data.masks import dilate_mask
+    from erase_core.data.toyworld import make_toy_scene
+    root = Path(root) if root is not None else demo_dir(); root.mkdir(parents=True, exist_ok=True)
+    s = make_toy_scene(seed, size=64, hole='effect')
+    files = {'toy_scene.png': s.image, 'toy_scene_mask.png': dilate_mask(s.hole, 2).astype(np.uint8) * 255, 'toy_scene_clean.png': s.clean}
+    for name, a in files.items(): Image.fromarray(a).save(root / name, optimize=True)
+    return [root / n for n in files]
 
 # %% ../../nbs/05_data.datasets.ipynb #a64b191f
 def collate_batch(samples: list[dict]) -> dict:

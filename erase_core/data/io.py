@@ -7,28 +7,48 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from ..core import InputError, MissingFileError
 
 # %% auto #0
-__all__ = ['ImageSource', 'FLOAT_TOLERANCE', 'check_float_range', 'load_image', 'load_mask', 'image_to_tensor', 'mask_to_tensor',
-           'tensor_to_image']
+__all__ = ['ImageSource', 'ORIENTATION', 'FLOAT_TOLERANCE', 'probe_image', 'check_float_range', 'load_image', 'load_mask',
+           'image_to_tensor', 'mask_to_tensor', 'tensor_to_image']
 
 # %% ../../nbs/01_data.io.ipynb #19036211
 ImageSource = 'str | Path | Image.Image | np.ndarray'
+ORIENTATION = 0x0112        # the EXIF tag a phone writes instead of rotating the pixels
+
+def _upright(im: Image.Image) -> Image.Image:
+    "`im` as a viewer displays it: the EXIF orientation applied to the pixels (a copy), or `im` itself when it has none."
+    try: o = im.getexif().get(ORIENTATION, 1)
+    except Exception: return im            # an unreadable EXIF block: the stored pixels are all we can trust
+    return ImageOps.exif_transpose(im) if o not in (None, 1) else im
+
+def _open_file(p: Path, what: str) -> Image.Image:
+    if not p.exists(): raise MissingFileError(f"{what} file not found: {p}")
+    if p.is_dir(): raise InputError(f"{what} path is a directory, expected an image file: {p}")
+    try: return Image.open(p)
+    except Image.DecompressionBombError as e: raise InputError(f"{what} file {p} is too large to read safely: {e}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e: raise InputError(f"cannot read {what} file {p}: {e}") from None
 
 def _open(src, what: str) -> Image.Image:
-    if isinstance(src, Image.Image): return src
+    if isinstance(src, Image.Image): return _upright(src)
     if isinstance(src, np.ndarray): return _from_array(src, what)
     if isinstance(src, (str, Path)):
-        p = Path(src)
-        if not p.exists(): raise MissingFileError(f"{what} file not found: {p}")
-        if p.is_dir(): raise InputError(f"{what} path is a directory, expected an image file: {p}")
-        try:
-            im = Image.open(p); im.load(); return im
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise InputError(f"cannot read {what} file {p}: {e}") from None
+        p = Path(src); im = _open_file(p, what)
+        try: im.load()
+        except (OSError, SyntaxError, ValueError) as e: raise InputError(f"cannot read {what} file {p}: {e}") from None
+        return _upright(im)
     raise InputError(f"{what} must be a path, a PIL image or a numpy array, got {type(src).__name__}")
+
+def probe_image(src, what: str = 'image') -> tuple[int, int]:
+    "(width, height) of an image file as displayed (EXIF orientation applied), read from its header only: cheap checks before any work."
+    p = Path(src); im = _open_file(p, what)
+    with im:
+        w, h = im.size
+        try: o = im.getexif().get(ORIENTATION, 1)
+        except Exception: o = 1
+    return (h, w) if o in (5, 6, 7, 8) else (w, h)     # 5-8 turn the picture by 90 degrees
 
 FLOAT_TOLERANCE = 1e-3      # float images may overshoot [0, 1] by this much (rounding); more is an error
 
@@ -57,7 +77,7 @@ def _from_array(a: np.ndarray, what: str) -> Image.Image:
     return Image.fromarray(a)
 
 def load_image(src, alpha: str = 'white') -> Image.Image:
-    "Read `src` (path, PIL image or array) as an RGB PIL image; `alpha` is 'white' (composite) or 'drop'."
+    "Read `src` (path, PIL image or array) as an RGB PIL image, upright as a viewer shows it; `alpha` is 'white' (composite) or 'drop'."
     if alpha not in ('white', 'drop'): raise InputError(f"alpha must be 'white' or 'drop', got {alpha!r}")
     im = _open(src, 'image')
     if im.mode.startswith('I;16'): im = _from_array(np.asarray(im).astype(np.uint16), 'image')     # 16-bit: / 65535
@@ -109,7 +129,15 @@ def load_mask(src, threshold: float = 0.5) -> np.ndarray:
         if im.mode == 'I' and a.size and (a.min() < 0 or a.max() > 65535):
             raise InputError("32-bit integer mask has values outside 0..65535: cannot tell its range")
     v, full = _mask_values(a)
-    return np.asarray(v > threshold * full, dtype=bool)
+    out = np.asarray(v > threshold * full, dtype=bool)
+    if not out.any() and v.dtype.kind in 'iu' and v.any():           # a label image: object ids, not intensities
+        ids = np.unique(v[v > 0])
+        if len(ids) == 1: return np.asarray(v > 0, dtype=bool)
+        name = f"mask {src}" if isinstance(src, (str, Path)) else 'mask'
+        raise InputError(f"{name} looks like a label map of {len(ids)} objects (ids {', '.join(map(str, ids[:6].tolist()))}"
+                         f"{', ...' if len(ids) > 6 else ''}) with no value above {threshold:g} of the range: save the object "
+                         "to erase as white on black (through the API: pass mask == ID)")
+    return out
 
 # %% ../../nbs/01_data.io.ipynb #1e20c42b
 def image_to_tensor(img) -> torch.Tensor:

@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from ..core import InputError, MissingFileError, ModelLoadError
+from ..core import EraseCoreError, InputError, MissingFileError, ModelLoadError
 
 # %% auto #0
 __all__ = ['PRESETS', 'LORA_TARGETS', 'LORA_WEIGHT_NAME', 'Preset', 'get_preset', 'build_unet', 'build_vae', 'n_params',
-           'load_unet', 'load_vae', 'load_unet_state_dict', 'preset_embedding', 'encode_prompt', 'encode_empty_prompt',
-           'EraserComponents', 'load_components', 'save_components', 'lora_rank', 'add_lora', 'save_lora', 'load_lora']
+           'safetensors_count', 'load_unet', 'load_vae', 'load_unet_state_dict', 'preset_embedding', 'encode_prompt',
+           'encode_empty_prompt', 'EraserComponents', 'preset_of_config', 'preset_of_folder', 'load_components',
+           'save_components', 'lora_rank', 'add_lora', 'save_lora', 'load_lora']
 
 # %% ../../nbs/10_models.presets.ipynb #acac82ec
 _SD_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear',
@@ -129,7 +130,25 @@ def _check_dir(root: Path, sub: str, need_weights: bool = True) -> Path:
     if not (d / cfg).exists(): raise ModelLoadError(f"{d}: missing {cfg}")
     if need_weights and not any(d.glob('*.safetensors')) and not any(d.glob('*.bin')):
         raise ModelLoadError(f"{d}: no weights found (expected a *.safetensors or *.bin file)")
+    if need_weights:
+        for f in d.glob('*.safetensors'): safetensors_count(f)        # an empty or unreadable file: one line, here
     return d
+
+def safetensors_count(path) -> int:
+    "The number of tensors a safetensors file holds, from its header; `ModelLoadError` when it holds none or is not one."
+    p = Path(path)
+    try:
+        with open(p, 'rb') as f:
+            n = int.from_bytes(f.read(8), 'little')
+            if not 2 <= n <= min(p.stat().st_size - 8, 100 * 2**20): raise ValueError(f"header length {n} does not fit the file")
+            header = json.loads(f.read(n))
+        if not isinstance(header, dict): raise ValueError('the header is not a JSON object')
+    except (OSError, ValueError, UnicodeDecodeError) as e: raise ModelLoadError(f"{p}: not a readable safetensors file ({e})") from None
+    count = sum(1 for k in header if k != '__metadata__')
+    if count == 0: raise ModelLoadError(f"{p}: holds no tensors (an empty safetensors file)")
+    return count
+
+def _first_line(e: Exception) -> str: return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 def _load(cls, path, subfolder: str | None, what: str):
     root = Path(path)
@@ -138,7 +157,7 @@ def _load(cls, path, subfolder: str | None, what: str):
     try:
         if not isinstance(cls, type): cls = cls(d)        # a chooser: the class depends on the folder's config
         return cls.from_pretrained(d, local_files_only=True), d
-    except Exception as e: raise ModelLoadError(f"{d}: could not load the {what}: {e}") from None
+    except Exception as e: raise ModelLoadError(f"{d}: could not load the {what}: {_first_line(e)}") from None
 
 def load_unet(path, subfolder: str | None = 'unet') -> UNet2DConditionModel:
     "A diffusers UNet from `path/subfolder` (or `path` itself with `subfolder=None`), checked to be an inpainting UNet (2C + 1 inputs for C latent channels)."
@@ -165,13 +184,18 @@ def load_unet_state_dict(unet: UNet2DConditionModel, path, strict: bool = True) 
     "Load a UNet state dict file (`.safetensors`, `.bin`, `.pt`, `.pth`) into `unet`; report keys that do not fit."
     p = Path(path)
     if not p.exists(): raise MissingFileError(f"state dict file not found: {p}")
-    if p.suffix == '.safetensors':
-        from safetensors.torch import load_file
-        sd = load_file(str(p))
-    else:
-        sd = torch.load(p, map_location='cpu', weights_only=True)
-        if isinstance(sd, dict) and 'state_dict' in sd and isinstance(sd['state_dict'], dict): sd = sd['state_dict']
+    if p.is_dir(): raise InputError(f"state dict {p} is a folder; name the weights file")
+    try:
+        if p.suffix == '.safetensors':
+            from safetensors.torch import load_file
+            safetensors_count(p); sd = load_file(str(p))
+        else:   # weights_only: a pickle that would run code is refused, never executed
+            sd = torch.load(p, map_location='cpu', weights_only=True)
+            if isinstance(sd, dict) and 'state_dict' in sd and isinstance(sd['state_dict'], dict): sd = sd['state_dict']
+    except EraseCoreError: raise
+    except Exception as e: raise ModelLoadError(f"{p}: cannot read it as a state dict ({type(e).__name__}: {_first_line(e)[:200]})") from None
     if not isinstance(sd, dict): raise ModelLoadError(f"{p}: expected a state dict, got {type(sd).__name__}")
+    if not sd: raise ModelLoadError(f"{p}: holds no tensors")
     sd = {k.removeprefix('module.').removeprefix('unet.'): v for k, v in sd.items()}
     own = unet.state_dict()
     bad_shape = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in sd.items() if k in own and own[k].shape != v.shape]
@@ -181,7 +205,7 @@ def load_unet_state_dict(unet: UNet2DConditionModel, path, strict: bool = True) 
         if bad_shape: msg.append(f"shape mismatches ({len(bad_shape)}): " + '; '.join(bad_shape[:5]))
         if missing: msg.append(f"missing ({len(missing)}): " + ', '.join(missing[:5]))
         if unexpected: msg.append(f"unexpected ({len(unexpected)}): " + ', '.join(unexpected[:5]))
-        raise ModelLoadError('\n  '.join(msg))
+        raise ModelLoadError('; '.join(msg))
     unet.load_state_dict(sd, strict=False)
     return unet
 
@@ -251,10 +275,63 @@ class EraserComponents:
         if self.pooled_embeds is not None: self.pooled_embeds = self.pooled_embeds.to(device=device, dtype=dtype)
         return self
 
-def load_components(preset: str | Preset = 'tiny', source='random', seed: int = 0, unet_weights=None,
-                    vae=None, embedding: str = 'normal', lora=None, fuse: bool = True, lora_scale: float = 1.0) -> EraserComponents:
-    "UNet, VAE, scheduler config and fixed condition for `preset`, from `source` ('meta', 'random' or a folder)."
+def _norm(v): return [_norm(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+def preset_of_config(unet_config: dict) -> str | None:
+    "The preset whose UNet settings all equal those of `unet_config` (the most specific one when several do), or None."
+    best = None
+    for name, p in PRESETS.items():
+        if all(_norm(unet_config.get(k)) == _norm(v) for k, v in p.unet.items()) and (best is None or len(p.unet) > len(PRESETS[best].unet)):
+            best = name
+    return best
+
+def preset_of_folder(root) -> str | None:
+    "The preset a diffusers model folder's `unet/config.json` matches, or None (no such file, or no preset fits)."
+    f = Path(root) / 'unet' / 'config.json'
+    try: return preset_of_config(json.loads(f.read_text()))
+    except (OSError, ValueError): return None
+
+def _folder_preset(root: Path, preset) -> Preset:
+    inferred = preset_of_folder(root)
+    if preset is None:
+        if inferred is None: raise ModelLoadError(f"{root}: its unet/config.json matches none of the presets ({', '.join(sorted(PRESETS))}); "
+                                                  "name the architecture with preset= (command line: --preset)")
+        return get_preset(inferred)
     p = get_preset(preset)
+    if inferred is not None and inferred != p.name:
+        raise ModelLoadError(f"{root} holds a {inferred!r} model (its unet/config.json), not {p.name!r}: "
+                             f"drop the preset to use the folder's, or name --preset {inferred}")
+    return p
+
+def _read_condition(f: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    import warnings
+    try:
+        with warnings.catch_warnings():                                   # torch's notes on a foreign pickle: the error says it all
+            warnings.simplefilter('ignore'); cond = torch.load(f, map_location='cpu', weights_only=True)   # never unpickles code
+    except Exception as e:
+        raise ModelLoadError(f"{f}: not a plain tensor file ({type(e).__name__}); a pickle that holds code is refused, "
+                             "never run: re-save the folder with save_components") from None
+    if not (isinstance(cond, dict) and isinstance(cond.get('prompt_embeds'), torch.Tensor) and cond['prompt_embeds'].ndim == 3
+            and (cond.get('pooled_embeds') is None or isinstance(cond['pooled_embeds'], torch.Tensor))):
+        raise ModelLoadError(f"{f}: expected a dict with a (1, S, D) 'prompt_embeds' tensor and 'pooled_embeds' (tensor or None), as save_components writes")
+    return cond['prompt_embeds'], cond.get('pooled_embeds')
+
+def load_components(preset: str | Preset | None = 'tiny', source='random', seed: int = 0, unet_weights=None,
+                    vae=None, embedding: str = 'normal', lora=None, fuse: bool = True, lora_scale: float = 1.0) -> EraserComponents:
+    """UNet, VAE, scheduler config and fixed condition for `preset`, from `source`: 'meta', 'random', a diffusers folder
+    (`preset=None`: the folder's, see `preset_of_folder`; another preset than the folder's is an error) or 'toy:NAME'
+    (a committed toy checkpoint, see `training.checkpoints`)."""
+    if isinstance(source, str) and source.startswith('toy:'):
+        from erase_core.training.checkpoints import load_toy_eraser, toy_name
+        if preset is not None and get_preset(preset).name != 'toy':
+            raise ModelLoadError(f"{source} is a toy-preset model, not {get_preset(preset).name!r}: drop the preset or name --preset toy")
+        return load_toy_eraser(toy_name(source), vae=vae, unet_weights=unet_weights, lora=lora)
+    if source not in ('meta', 'random') and not Path(source).is_dir(): raise MissingFileError(f"model directory not found: {source}")
+    if source not in ('meta', 'random') and not (Path(source) / 'unet').is_dir() and (Path(source) / 'unet.safetensors').is_file():
+        raise ModelLoadError(f"{source} holds a bare unet.safetensors (a toy checkpoint?), not a diffusers model folder: name a committed "
+                             f"toy model as toy:{Path(source).name} (command line: --model toy:{Path(source).name}), or pass the file as unet_weights")
+    if preset is None and source in ('meta', 'random'): raise InputError(f"a {source!r} model needs a preset: one of {sorted(PRESETS)}")
+    p = get_preset(preset) if source in ('meta', 'random') else _folder_preset(Path(source), preset)
     if source in ('meta', 'random'):
         unet, vae_m, sched = build_unet(p, source, seed), build_vae(p, source, seed + 1), dict(p.scheduler)
         emb, pooled = preset_embedding(p, embedding)
@@ -266,8 +343,7 @@ def load_components(preset: str | Preset = 'tiny', source='random', seed: int = 
         sched = json.loads((_check_dir(root, 'scheduler', need_weights=False) / 'scheduler_config.json').read_text())
         sdxl = unet.config.addition_embed_type == 'text_time'
         if (root / 'text_encoder').is_dir(): emb, pooled = encode_empty_prompt(root, sdxl)
-        elif (root / 'condition.pt').exists():   # written by `save_components`
-            cond = torch.load(root / 'condition.pt', weights_only=True); emb, pooled = cond['prompt_embeds'], cond['pooled_embeds']
+        elif (root / 'condition.pt').exists(): emb, pooled = _read_condition(root / 'condition.pt')   # written by `save_components`
         else: emb, pooled = preset_embedding(p, embedding)
         if emb.shape[-1] != unet.config.cross_attention_dim:
             raise ModelLoadError(f"{root}: condition width {emb.shape[-1]} does not match the UNet's cross_attention_dim "

@@ -167,7 +167,8 @@ def load_segmenter(src: str | Path = 'toy', device=None, min_side: int | None = 
     else:
         path = toy_segmenter_dir() if str(src) == 'toy' else Path(src)
         if not path.exists():
-            hint = " (train it with `erase_core.models.segmenter.train_toy_segmenter()`)" if str(src) == 'toy' else ''
+            hint = (": the committed one lies in checkpoints/toy/ of a clone of the repository: set ERASE_CORE_CHECKPOINTS to that "
+                    "checkpoints/ folder (or retrain it: `erase-core toy-segmenter`)") if str(src) == 'toy' else ''
             raise MissingFileError(f"segmenter checkpoint directory not found: {path}{hint}")
         if not path.is_dir(): raise InputError(f"segmenter checkpoint must be a directory in transformers' format, got a file: {path}")
         missing = [] if (path / 'config.json').exists() else ['config.json']

@@ -14,7 +14,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 from fastcore.basics import patch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, LCMScheduler, DDPMScheduler
-from ..core import InputError
+from ..core import InputError, check_seed
 from ..data.io import load_mask, image_to_tensor, tensor_to_image, check_float_range
 from ..models.presets import EraserComponents, load_components
 
@@ -212,6 +212,13 @@ class SamplingState:
         return self
 
 # %% ../../nbs/20_sampling.pipeline.ipynb #318e6153
+def _check_margin(m) -> float:
+    "A crop margin: a finite number >= 0 (a fraction of the mask component's size), else a one-line `InputError`."
+    import math
+    if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m < 0:
+        raise InputError(f"crop_margin must be a finite number >= 0 (a fraction of the mask's size), got {m!r}")
+    return float(m)
+
 class ErasePipeline:
     "Few-step diffusion object erasure with an inpainting UNet; see `__call__`."
     def __init__(self, components: EraserComponents, sampler: str = 'lcm', steps: int = 2, guidance_scale: float = 1.0,
@@ -225,7 +232,9 @@ class ErasePipeline:
         if decode not in ('full', 'tiles'): raise InputError(f"decode must be 'full' or 'tiles', got {decode!r}")
         self.masked_latent, self.latent_mask = masked_latent, latent_mask
         self.decode_mode, self.decode_halo = decode, decode_halo   # 'tiles': decode around the holes only (see decode_tiles)
-        self.crop, self.crop_margin = crop, crop_margin      # None: crop to the mask when the image exceeds the working size
+        self.crop, self.crop_margin = crop, _check_margin(crop_margin)   # None: crop to the mask when the image exceeds the working size
+        if isinstance(decode_halo, bool) or not isinstance(decode_halo, int) or decode_halo < 0:
+            raise InputError(f"decode_halo must be a whole number >= 0 (latent cells), got {decode_halo!r}")
         self.scheduler = make_scheduler(sampler, components.scheduler_config, **scheduler_kwargs)
         self.context = StepContext()
 
@@ -499,9 +508,9 @@ def __call__(self: ErasePipeline, images, masks, seed: int | None = 0, generator
             warnings.warn(large_image_message(self, x.shape[1], x.shape[2], steps, f'image {k}'), stacklevel=2)
     prompt_embeds = _check_rows(prompt_embeds, len(pairs), 3, 'prompt_embeds')
     pooled_embeds = _check_rows(pooled_embeds, len(pairs), 2, 'pooled_embeds')
-    if generator is None: generator = torch.Generator(self.device).manual_seed(seed if seed is not None else 0)
+    if generator is None: generator = torch.Generator(self.device).manual_seed(check_seed(seed if seed is not None else 0))
     outs: list = [x for x, _ in pairs]                  # empty masks: the input, unchanged (already a copy)
-    jobs = self._jobs(pairs, crop, self.crop_margin if crop_margin is None else crop_margin)
+    jobs = self._jobs(pairs, crop, self.crop_margin if crop_margin is None else _check_margin(crop_margin))
     mult = self.components.size_multiple
     padded = [(pad_to_multiple(x, mult)[0], pad_to_multiple(m, mult, 'constant')[0]) for _, _, x, m in jobs]
     groups: dict = {}

@@ -4,20 +4,32 @@
 
 # %% ../../nbs/42_training.checkpoints.ipynb #c946538e
 from __future__ import annotations
-import hashlib, json, os, shutil, time
+import hashlib, json, os, re, shutil, time
 from pathlib import Path
-from ..core import InputError, MissingFileError, ModelLoadError, checkpoints_dir
+from ..core import CHECKPOINTS_ENV, InputError, MissingFileError, ModelLoadError, checkpoints_dir
 
 # %% auto #0
-__all__ = ['MAX_TOY_BYTES', 'toy_root', 'sha256', 'manifest', 'publish', 'verify', 'toy_checkpoint', 'run_seconds', 'run_commit',
-           'publish_run', 'load_toy_eraser', 'load_toy_segmenter']
+__all__ = ['MAX_TOY_BYTES', 'NAME_PATTERN', 'TOY_PREFIX', 'TOY_WARNING', 'toy_root', 'check_name', 'sha256', 'manifest',
+           'publish', 'verify', 'toy_checkpoint', 'run_seconds', 'run_commit', 'publish_run', 'toy_name', 'toy_file',
+           'load_toy_eraser', 'load_toy_segmenter']
 
 # %% ../../nbs/42_training.checkpoints.ipynb #b5b8fce2
 MAX_TOY_BYTES = 10 * 2**20
+NAME_PATTERN = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,63}')   # a checkpoint name is one folder name, never a path
 
 def toy_root(root=None) -> Path:
-    "The folder of the toy checkpoints: `root`, else `checkpoints/toy` under `checkpoints_dir()`."
-    return Path(root) if root is not None else checkpoints_dir() / 'toy'
+    "The folder of the toy checkpoints: `toy/` under `root` (the folder `$ERASE_CORE_CHECKPOINTS` names), else under `checkpoints_dir()`."
+    if root is None: return checkpoints_dir() / 'toy'
+    root = Path(root)
+    if (root / 'manifest.json').is_file() and not (root / 'toy').is_dir(): return root   # a toy folder named directly
+    return root / 'toy'
+
+def check_name(name: str) -> str:
+    "`name` if it is a checkpoint name (letters, digits, '.', '_', '-'; no path), else an `InputError`."
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or '..' in name:
+        raise InputError(f"checkpoint name {name!r}: use letters, digits, '.', '_' and '-' only (at most 64, no '..'): "
+                         "a name is one folder under checkpoints/toy/, never a path")
+    return name
 
 def sha256(path) -> str:
     "Hex sha256 of a file."
@@ -29,7 +41,8 @@ def sha256(path) -> str:
 def manifest(root=None) -> dict:
     "The toy manifest (`{}` when there is none yet)."
     p = toy_root(root) / 'manifest.json'
-    return json.loads(p.read_text()) if p.exists() else {}
+    try: return json.loads(p.read_text()) if p.exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ModelLoadError(f"{p} is not a JSON manifest ({e})") from None
 
 def _write_manifest(m: dict, root=None):
     p = toy_root(root) / 'manifest.json'; p.parent.mkdir(parents=True, exist_ok=True)
@@ -41,7 +54,7 @@ def publish(name: str, files, *, command: str, seed: int, wall_seconds: float, e
     "Copy `files` (paths, or one folder) into `checkpoints/toy/name/` and record them in the manifest (`commit`: the code's, default HEAD's)."
     from erase_core.core import git_commit
     from erase_core.training.trainer import package_versions
-    dest = toy_root(root) / name
+    dest = toy_root(root) / check_name(name)
     src = [Path(f) for f in ([files] if isinstance(files, (str, Path)) else files)]
     if len(src) == 1 and src[0].is_dir(): src = sorted(p for p in src[0].iterdir() if p.is_file() and not p.name.startswith('.'))
     if not src: raise InputError(f"publish {name!r}: no files given")
@@ -63,7 +76,11 @@ def publish(name: str, files, *, command: str, seed: int, wall_seconds: float, e
 def verify(name: str, root=None) -> list[str]:
     "Problems with checkpoint `name` (empty when every file is there and matches its sha256)."
     m = manifest(root)
-    if name not in m: return [f"checkpoint {name!r} is not in {toy_root(root) / 'manifest.json'}"]
+    if name not in m:
+        where = toy_root(root) / 'manifest.json'
+        return [f"checkpoint {name!r} is not in {where}" + ('' if m else
+                f" (there is no manifest there: the committed toy checkpoints live in checkpoints/toy/ of a clone of the "
+                f"repository; set {CHECKPOINTS_ENV} to that checkpoints/ folder, or pass root=)")]
     d = toy_root(root) / m[name]['folder']; bad = []
     for f, h in m[name]['files'].items():
         if not (d / f).exists(): bad.append(f"{d / f} is missing")
@@ -72,10 +89,11 @@ def verify(name: str, root=None) -> list[str]:
 
 def toy_checkpoint(name: str, root=None) -> Path:
     "The verified folder of toy checkpoint `name`; `ModelLoadError` naming the problem and the command that remakes it."
-    bad = verify(name, root)
+    bad = verify(check_name(name), root)
     if bad:
         cmd = manifest(root).get(name, {}).get('command')
-        raise ModelLoadError(f"toy checkpoint {name!r}: {bad[0]}" + (f"; remake it with: {cmd}" if cmd else ''))
+        raise ModelLoadError(f"toy checkpoint {name!r}: {bad[0]}" + (f"; a clone of the repository has it committed, "
+                             f"or remake it (minutes to hours on a CPU) with: {cmd}" if cmd else ''))
     return toy_root(root) / manifest(root)[name]['folder']
 
 # %% ../../nbs/42_training.checkpoints.ipynb #823322d4
@@ -97,17 +115,44 @@ def run_commit(run_dir) -> str | None:
 def publish_run(name: str, run_dir, *, command: str, seed: int, params: dict | None = None, recipe: str | None = None, root=None) -> dict:
     "Publish a finished run folder: `final/` weights plus `losses.jsonl`, `recipe.json`, `run.json`."
     run = Path(run_dir)
+    state = json.loads((run / 'final.json').read_text()) if (run / 'final.json').exists() else {}
+    if not state.get('finished', True):
+        raise InputError(f"{run}: final/ holds step {state.get('step')} of {state.get('steps')}, not a finished run; resume it first")
     files = sorted(p for p in (run / 'final').iterdir() if p.is_file()) + [run / f for f in ('losses.jsonl', 'recipe.json', 'run.json')]
     return publish(name, files, command=command, seed=seed, wall_seconds=run_seconds(run), root=root, commit=run_commit(run),
                    extra=dict(recipe=recipe, params=dict(params or {})))
 
+# %% ../../nbs/42_training.checkpoints.ipynb #df956e96
+TOY_PREFIX = 'toy:'
+TOY_WARNING = ("toy model: trained on 64-px procedural scenes (the toy world), not an eraser for photos; "
+               "expect a smear on a real photo")
+
+def toy_name(spec) -> str | None:
+    "NAME when `spec` is 'toy:NAME' (a committed toy checkpoint), else None."
+    return check_name(spec[len(TOY_PREFIX):]) if isinstance(spec, str) and spec.startswith(TOY_PREFIX) else None
+
+def toy_file(spec, filename: str | None = None, root=None):
+    "`spec` itself, or for 'toy:NAME' the verified checkpoint folder (`filename` in it, when given and present)."
+    name = toy_name(spec)
+    if name is None: return spec
+    d = toy_checkpoint(name, root)
+    if filename is None: return d
+    if not (d / filename).is_file(): raise ModelLoadError(f"toy checkpoint {name!r} has no {filename} (it holds {', '.join(sorted(manifest(root)[name]['files']))})")
+    return d / filename
+
 # %% ../../nbs/42_training.checkpoints.ipynb #84d6a1b3
-def load_toy_eraser(name: str, device='cpu', root=None):
-    "The toy eraser `name` (toy preset, trained UNet, trained toy VAE), every file verified against the manifest."
-    from erase_core.models.presets import load_components
-    unet = toy_checkpoint(name, root) / 'unet.safetensors'
-    if not unet.exists(): raise ModelLoadError(f"toy checkpoint {name!r} has no unet.safetensors (is it an eraser?)")
-    c = load_components('toy', 'random', vae=toy_checkpoint('vae', root), unet_weights=unet)
+def load_toy_eraser(name: str, device='cpu', root=None, vae=None, unet_weights=None, lora=None):
+    "The toy eraser `name` (toy preset, trained UNet, trained toy VAE), every file verified against the manifest; `vae`, `unet_weights`, `lora` replace or go on top."
+    from erase_core.models.presets import load_components, load_unet_state_dict, load_lora
+    files = manifest(root).get(check_name(name), {}).get('files', {})
+    if 'objectclear.json' in files or 'flashclear.json' in files:
+        raise ModelLoadError(f"toy checkpoint {name!r} is an ObjectClear-family model (object-token condition"
+                             f"{', a LoRA on the toy objectclear base' if 'flashclear.json' in files else ''}), not a plain eraser: load it with "
+                             "erase_core.training.flashclear.load_objectclear; toy:NAME on the command line takes YOEO's erasers (yoeo-teacher, yoeo-distill, yoeo-joint, ...)")
+    unet = toy_file(TOY_PREFIX + name, 'unet.safetensors', root)
+    c = load_components('toy', 'random', vae=toy_checkpoint('vae', root) if vae is None else vae, unet_weights=unet)
+    if unet_weights is not None: load_unet_state_dict(c.unet, unet_weights)
+    if lora is not None: load_lora(c.unet, lora); c.lora, c.lora_fused = str(lora), True
     c.source = f"toy checkpoint {name} ({manifest(root)[name]['files']['unet.safetensors'][:12]})"
     return c if str(device) == 'cpu' else c.to(device)
 

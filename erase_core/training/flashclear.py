@@ -177,7 +177,7 @@ def _base_model(stage: Stage, recipe: Recipe) -> ObjectClearModel:
     if recipe.scale == 'toy' and vae is None:
         from erase_core.models.toy_vae import default_vae_dir
         vae = default_vae_dir()
-        if not Path(vae).exists(): raise MissingFileError(f"toy VAE not found at {vae}: train it with `erase-core toy-vae`")
+        if not Path(vae).exists(): raise MissingFileError(f"toy VAE not found at {vae}: the committed one lies in checkpoints/toy/ of a clone of the repository: set ERASE_CORE_CHECKPOINTS to that checkpoints/ folder (or retrain it: `erase-core toy-vae`)")
     if P.get('base') is not None: return load_objectclear(P['base'], recipe.preset, seed=recipe.seed, vae=vae, unet_weights=P.get('init'))
     return load_objectclear('random', recipe.preset, seed=recipe.seed, vae=vae, unet_weights=P.get('init'))
 

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 import numpy as np
 import torch
-from ..core import EraseCoreError, InputError, check_scale, git_commit
+from ..core import EraseCoreError, InputError, check_device, check_scale, check_seed, git_commit
 
 # %% auto #0
-__all__ = ['RECIPES', 'TrainingError', 'Recipe', 'register_recipe', 'get_recipe', 'step_generator', 'Stage', 'package_versions',
-           'Trainer', 'latest_checkpoint', 'read_losses']
+__all__ = ['MIXED_PRECISION', 'RECIPES', 'RECIPE_MODULES', 'EMA_FILE', 'RESUMABLE_CHANGES', 'TrainingError', 'Recipe',
+           'check_setting', 'register_recipe', 'get_recipe', 'step_generator', 'Stage', 'package_versions',
+           'check_out_dir', 'Trainer', 'latest_checkpoint', 'read_losses']
 
 # %% ../../nbs/40_training.trainer.ipynb #595c604d
 class TrainingError(EraseCoreError):
@@ -45,12 +46,61 @@ class Recipe:
     def to_json(self) -> dict: return json.loads(json.dumps(asdict(self), default=str))
 
     def with_overrides(self, **kw) -> 'Recipe':
-        "A copy with fields replaced; unknown names go to `params` only if they are already there."
+        "A copy with fields replaced, each checked (see `check_setting`); unknown names go to `params` only if they are already there."
         fields = {k: v for k, v in kw.items() if k in self.__dataclass_fields__}
         extra = {k: v for k, v in kw.items() if k not in fields}
         bad = [k for k in extra if k not in self.params]
         if bad: raise InputError(f"recipe {self.name!r} has no setting {bad[0]!r}; settings: {sorted(self.params)}")
+        fields = {k: check_setting(self, k, v) for k, v in fields.items()}
+        extra = {k: check_setting(self, k, v) for k, v in extra.items()}
         return replace(self, **fields, params={**self.params, **extra})
+
+_POSITIVE_INTS = ('steps', 'batch_size', 'grad_accum', 'ckpt_every', 'keep_checkpoints', 'image_size')
+MIXED_PRECISION = ('no', 'fp16', 'bf16')
+
+def _is_int(v) -> bool: return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+def _is_real(v) -> bool: return (_is_int(v) or isinstance(v, (float, np.floating))) and math.isfinite(float(v))
+
+def check_setting(recipe: 'Recipe', key: str, value):
+    "`value` for setting `key` of `recipe` if it has the right type and range (a `params` entry: the type of its default), else a one-line `InputError`."
+    def bad(expected): raise InputError(f"recipe {recipe.name!r}: {key}={value!r} is not valid: expected {expected}")
+    if key in _POSITIVE_INTS:
+        if not _is_int(value) or value < 1: bad('a whole number >= 1')
+        return int(value)
+    if key == 'seed': return check_seed(value, f"recipe {recipe.name!r}: seed")
+    if key == 'lr':
+        if not _is_real(value) or value <= 0: bad('a finite number > 0')
+        return float(value)
+    if key == 'weight_decay':
+        if not _is_real(value) or value < 0: bad('a finite number >= 0')
+        return float(value)
+    if key == 'betas':
+        if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_real(b) and 0 <= b < 1 for b in value)): bad('two numbers in [0, 1)')
+        return tuple(float(b) for b in value)
+    if key == 'mixed_precision':
+        if value not in MIXED_PRECISION: bad(f"one of {MIXED_PRECISION}")
+        return value
+    if key == 'ema_decay':
+        if value is not None and not (_is_real(value) and 0 < value < 1): bad('None or a number in (0, 1)')
+        return None if value is None else float(value)
+    if key == 'scale': return check_scale(value)
+    if key in ('name', 'stage', 'preset', 'about'):
+        if not isinstance(value, str): bad('a string')
+        return value
+    if key == 'params': bad('single settings (KEY=VALUE), not a dict')
+    default = recipe.params.get(key)
+    if default is None: return value                                  # no default to compare with
+    if isinstance(default, bool):
+        if not isinstance(value, (bool, np.bool_)): bad('True or False')
+        return bool(value)
+    if _is_real(default):                       # a number (a whole-number default may take a fraction: a weight)
+        if not _is_real(value): bad('a finite number')
+    elif isinstance(default, str):
+        if not isinstance(value, str): bad('a string')
+    elif isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)): bad('a list')
+    if _is_real(default) and default >= 0 and _is_real(value) and value < 0: bad('a number >= 0')
+    return value
 
 RECIPES: dict[str, dict[str, Recipe]] = {}
 
@@ -60,9 +110,17 @@ def register_recipe(*recipes: Recipe):
         check_scale(r.scale)
         RECIPES.setdefault(r.name, {})[r.scale] = r
 
+RECIPE_MODULES = ('erase_core.training.yoeo', 'erase_core.training.flashclear')   # where the papers' recipes are registered
+
+def _register_known_recipes():
+    "Import the modules that register the papers' recipes, so that `get_recipe` works before anyone imported them."
+    import importlib
+    for m in RECIPE_MODULES: importlib.import_module(m)
+
 def get_recipe(name: str, scale: str = 'smoke', **overrides) -> Recipe:
     "The recipe `name` at `scale`, with `overrides` applied."
     check_scale(scale)
+    if name not in RECIPES: _register_known_recipes()
     if name not in RECIPES: raise InputError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
     if scale not in RECIPES[name]: raise InputError(f"recipe {name!r} has no {scale!r} values; it has {sorted(RECIPES[name])}")
     return RECIPES[name][scale].with_overrides(**overrides)
@@ -96,13 +154,25 @@ def _atomic_write(path: Path, text: str):
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}"); tmp.write_text(text); os.replace(tmp, path)
 
 # %% ../../nbs/40_training.trainer.ipynb #af8aa84e
+def check_out_dir(out: Path, what: str = '--out'):
+    "Create the run folder `out` and try a write in it; a one-line `InputError` when it is a file or cannot be written (before any work)."
+    import tempfile
+    out = Path(out)
+    if out.exists() and not out.is_dir(): raise InputError(f"{what} {out} is a file; name a folder for the run")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix='.erase-core-write-test-'): pass
+    except OSError as e: raise InputError(f"{what} {out}: cannot write there: {e.strerror or e}") from None
+
 class Trainer:
     "Runs a `Stage` under `accelerate`: checkpoints, resume, logging, NaN guard, optional EMA."
     def __init__(self, stage: Stage, out_dir, device: str | None = None, progress: bool = True, command: str | None = None):
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs
         self.stage, self.recipe, self.out = stage, stage.recipe, Path(out_dir)
-        cpu = device is not None and str(device).startswith('cpu')
+        check_out_dir(self.out)
+        dev = None if device is None else check_device(device, 'device')    # cuda without a GPU, 'foo': one line, not a silent CPU run
+        cpu = dev is not None and dev.type == 'cpu'
         self.accelerator = Accelerator(mixed_precision=self.recipe.mixed_precision, cpu=cpu,
                                        gradient_accumulation_steps=self.recipe.grad_accum,
                                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
@@ -176,6 +246,23 @@ def latest_checkpoint(ckpt_dir) -> Path | None:
     done = [p for p in d.glob('step-*') if (p / 'trainer_state.json').exists()]
     return max(done, key=lambda p: int(p.name.split('-')[1])) if done else None
 
+EMA_FILE = 'ema.safetensors'
+
+def _save_ema(ema, path: Path):
+    "The EMA's averaged weights as safetensors and its counters as JSON metadata: nothing a resume must unpickle."
+    from safetensors.torch import save_file
+    sd = ema.state_dict(); shadow = sd.pop('shadow_params')
+    save_file({f'shadow.{i}': t.detach().contiguous().cpu() for i, t in enumerate(shadow)}, str(path), metadata=dict(state=json.dumps(sd)))
+
+def _load_ema(ema, path: Path):
+    from safetensors import safe_open
+    with safe_open(str(path), framework='pt') as f:
+        sd = json.loads((f.metadata() or {}).get('state', '{}'))
+        sd['shadow_params'] = [f.get_tensor(f'shadow.{i}') for i in range(len(ema.shadow_params))]
+    devices = [s.device for s in ema.shadow_params]
+    ema.load_state_dict(sd)
+    ema.shadow_params = [s.to(d) for s, d in zip(ema.shadow_params, devices)]
+
 @patch
 def save_checkpoint(self: Trainer) -> Path:
     "Write the current state atomically; return its folder."
@@ -187,6 +274,7 @@ def save_checkpoint(self: Trainer) -> Path:
     self.accelerator.wait_for_everyone()
     self.accelerator.save_state(str(tmp))
     if self.is_main:
+        if self.ema is not None: _save_ema(self.ema, tmp / EMA_FILE)
         (tmp / 'trainer_state.json').write_text(json.dumps(dict(step=self.step_index, recipe=self.recipe.name, scale=self.recipe.scale)))
         if final.exists(): shutil.rmtree(final)
         os.replace(tmp, final)
@@ -201,7 +289,16 @@ def load_checkpoint(self: Trainer, path) -> int:
     st = json.loads((Path(path) / 'trainer_state.json').read_text())
     if (st['recipe'], st['scale']) != (self.recipe.name, self.recipe.scale):
         raise TrainingError(f"{path} is a checkpoint of {st['recipe']} at {st['scale']} scale, not {self.recipe.name} at {self.recipe.scale}")
-    self.accelerator.load_state(str(path))
+    if self.ema is not None and not (Path(path) / EMA_FILE).is_file():
+        raise TrainingError(f"{path} has no {EMA_FILE}: the run was trained without EMA (or by an older version); resume it without ema_decay")
+    planted = sorted(p.name for p in Path(path).glob('*.pkl') if not p.name.startswith('random_states_'))
+    if planted:   # accelerate would open these with weights_only=False, which can run code
+        raise TrainingError(f"{path} holds {', '.join(planted)}: pickled objects erase_core never writes into a checkpoint, "
+                            "and will not open (unpickling can run code); delete them to resume")
+    try: self.accelerator.load_state(str(path))
+    except Exception as e:
+        raise TrainingError(f"{path}: cannot restore the checkpoint ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]})") from None
+    if self.ema is not None: _load_ema(self.ema, Path(path) / EMA_FILE)
     self.step_index = int(st['step'])
     return self.step_index
 
@@ -228,6 +325,20 @@ def _truncate_losses(run_dir: Path, step: int):
     _atomic_write(run_dir / 'losses.jsonl', ''.join(json.dumps(r) + '\n' for r in rows))
 
 # %% ../../nbs/40_training.trainer.ipynb #b656a933
+RESUMABLE_CHANGES = ('steps', 'about')     # a resumed run may train longer; anything else would mix two runs
+
+@patch
+def _check_same_recipe(self: Trainer):
+    "Refuse to resume a run under other settings than it was started with (its `recipe.json` stays as it is)."
+    p = self.out / 'recipe.json'
+    if not p.exists(): return
+    old, new = json.loads(p.read_text()), self.recipe.to_json()
+    flat = lambda d: {**{k: v for k, v in d.items() if k != 'params'}, **{f"params.{k}": v for k, v in d.get('params', {}).items()}}
+    o, n = flat(old), flat(new)
+    diff = [f"{k} {o.get(k)!r} -> {n.get(k)!r}" for k in sorted(set(o) | set(n)) if k not in RESUMABLE_CHANGES and o.get(k) != n.get(k)]
+    if diff: raise TrainingError(f"{self.out} was started with other settings ({'; '.join(diff[:6])}); resume it with the "
+                                 "settings it was started with (only steps may change), or start a new run with another --out")
+
 @patch
 def _begin(self: Trainer, resume: bool):
     trainable, opts = self.stage.setup(self)
@@ -239,12 +350,14 @@ def _begin(self: Trainer, resume: bool):
     if self.recipe.ema_decay:
         from diffusers.training_utils import EMAModel
         self.ema = EMAModel(self.unwrap(names[0]).parameters(), decay=self.recipe.ema_decay)
-        self.accelerator.register_for_checkpointing(self.ema)
+        # saved as safetensors by save_checkpoint: accelerate's custom-object checkpoint would be a pickle that
+        # its loader opens with weights_only=False, so a planted file there would run code on resume
     last = latest_checkpoint(self.ckpt_dir)
     if self.is_main:
         self.out.mkdir(parents=True, exist_ok=True)
         if (self.out / 'recipe.json').exists() and not resume and last is not None:
             raise TrainingError(f"{self.out} already holds a run (last checkpoint {last.name}); pass --resume to continue it or choose another --out")
+    if resume and last is not None: self._check_same_recipe()
     self.accelerator.wait_for_everyone()
     if resume and last is not None:
         self.load_checkpoint(last)
@@ -283,7 +396,7 @@ def fit(self: Trainer, max_steps: int | None = None, resume: bool = False) -> di
         if self.step_index % r.ckpt_every == 0 or self.step_index == end: self.save_checkpoint()
     bar.close()
     done = self.step_index >= r.steps
-    if done and self.is_main:
+    if self.step_index > 0 and self.is_main:     # every run ends with an export, a short one (max_steps) too
         final = self.out / 'final'; tmp = self.out / '.tmp-final'
         if tmp.exists(): shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
@@ -291,5 +404,6 @@ def fit(self: Trainer, max_steps: int | None = None, resume: bool = False) -> di
         self.stage.export(self, tmp)
         if final.exists(): shutil.rmtree(final)
         os.replace(tmp, final)
+        _atomic_write(self.out / 'final.json', json.dumps(dict(step=self.step_index, steps=r.steps, finished=done)))
     self.accelerator.wait_for_everyone()
     return dict(steps=self.step_index, finished=done, seconds=round(time.perf_counter() - t0, 1), out=str(self.out))

@@ -35,7 +35,7 @@ def stage_components(recipe: Recipe, base=None, unet_weights=None, vae=None) -> 
     elif recipe.scale == 'toy':
         from erase_core.models.toy_vae import default_vae_dir
         vdir = Path(vae) if vae is not None else default_vae_dir()
-        if not vdir.exists(): raise MissingFileError(f"toy VAE not found at {vdir}: train it with `erase-core toy-vae`")
+        if not vdir.exists(): raise MissingFileError(f"toy VAE not found at {vdir}: the committed one lies in checkpoints/toy/ of a clone of the repository: set ERASE_CORE_CHECKPOINTS to that checkpoints/ folder (or retrain it: `erase-core toy-vae`)")
         c = load_components(recipe.preset, 'random', seed=recipe.seed, vae=vdir)
     else: c = load_components(recipe.preset, 'random', seed=recipe.seed)
     if unet_weights is not None: load_unet_state_dict(c.unet, unet_weights)
