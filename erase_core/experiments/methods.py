@@ -206,7 +206,7 @@ def _load_model(spec: dict, scale: str, checkpoints_module=None):
     ck = checkpoints_module or _checkpoints_module()
     if not fc: return ck.load_toy_eraser(spec['checkpoint'], device='cpu'), None   # verifies the UNet and the toy VAE
     lora = None if spec['checkpoint'] == 'objectclear' else ck.toy_checkpoint(spec['checkpoint'])
-    m = load_objectclear(ck.toy_checkpoint('objectclear'), vae=ck.toy_checkpoint('vae'), lora=lora)
+    m = load_objectclear(ck.toy_checkpoint('objectclear'), vae=ck.toy_vae('objectclear'), lora=lora)
     return m.components, m
 
 # %% ../../nbs/62_experiments.methods.ipynb #e98d96c2

@@ -82,6 +82,7 @@ OBJECT_ENCODERS = {   # preset -> the object encoder it uses at its scale
     'sdxl-inpaint': dict(kind='clip', image_dim=768),
     'sd15-inpaint': dict(kind='clip', image_dim=768),
     'toy': dict(kind='toy', image_dim=64, image_size=32, channels=(32, 64, 128)),
+    'toy-v1': dict(kind='toy', image_dim=64, image_size=32, channels=(32, 64, 128)),
     'tiny': dict(kind='toy', image_dim=32, image_size=16, channels=(8, 16)),
     'tiny-xl': dict(kind='toy', image_dim=32, image_size=16, channels=(8, 16)),
 }

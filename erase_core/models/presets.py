@@ -37,6 +37,7 @@ class Preset:
     pooled_dim: int = 0          # SDXL's pooled text embedding (0 = none)
     masked_latent: str = 'sample'  # how the pipeline encodes the masked image: a posterior 'sample' (diffusers) or its 'mode'
     scale: str = 'paper'         # which scale this preset belongs to
+    vae_checkpoint: str | None = None   # toy scale: the committed toy VAE (`checkpoints/toy/NAME`) its erasers decode with
     about: str = ''
 
     @property
@@ -78,11 +79,22 @@ PRESETS['tiny'] = Preset(
              up_block_types=('UpDecoderBlock2D',) * 2, norm_num_groups=8, scaling_factor=1.0))
 
 PRESETS['toy'] = Preset(
-    'toy', scale='toy', resolution=64, seq_len=8, masked_latent='mode', about='toy-world eraser: 64 px images, 16x16x4 latents',
-    unet=dict(sample_size=16, in_channels=9, out_channels=4, layers_per_block=1, cross_attention_dim=64,
+    'toy', scale='toy', resolution=64, seq_len=8, masked_latent='mode', vae_checkpoint='vae',
+    about='toy-world eraser: 64 px images, 16x16x16 latents, v-prediction',
+    unet=dict(sample_size=16, in_channels=33, out_channels=16, layers_per_block=1, cross_attention_dim=64,
               block_out_channels=(32, 64, 128), attention_head_dim=8, norm_num_groups=16,
               down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'),
               up_block_types=('CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'UpBlock2D')),
+    vae=dict(in_channels=3, out_channels=3, latent_channels=16, layers_per_block=1, sample_size=64,
+             block_out_channels=(32, 64, 64), down_block_types=('DownEncoderBlock2D',) * 3,
+             up_block_types=('UpDecoderBlock2D',) * 3, norm_num_groups=16, scaling_factor=1.0,
+             mid_block_add_attention=False, shortcut=True),
+    scheduler=dict(_SD_SCHEDULER, prediction_type='v_prediction'))
+
+PRESETS['toy-v1'] = Preset(
+    'toy-v1', scale='toy', resolution=64, seq_len=8, masked_latent='mode', vae_checkpoint='vae-v1',
+    about='the first toy eraser (16x16x4 latents, epsilon): kept only while committed checkpoints still use it',
+    unet=dict(PRESETS['toy'].unet, in_channels=9, out_channels=4),
     vae=dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, sample_size=64,
              block_out_channels=(32, 64, 64), down_block_types=('DownEncoderBlock2D',) * 3,
              up_block_types=('UpDecoderBlock2D',) * 3, norm_num_groups=16, scaling_factor=1.0))
@@ -113,8 +125,11 @@ def build_unet(preset: str | Preset, source: str = 'random', seed: int = 0) -> U
     return _build(UNet2DConditionModel, get_preset(preset).unet, source, seed)
 
 def build_vae(preset: str | Preset, source: str = 'random', seed: int = 0) -> AutoencoderKL:
-    "The preset's autoencoder, on the meta device or with seeded random weights."
-    return _build(AutoencoderKL, get_preset(preset).vae, source, seed)
+    "The preset's autoencoder, on the meta device or with seeded random weights (a `ToyAutoencoderKL` when its config has `shortcut`)."
+    cfg = get_preset(preset).vae
+    if 'shortcut' not in cfg: return _build(AutoencoderKL, cfg, source, seed)
+    from erase_core.models.toy_vae import ToyAutoencoderKL
+    return _build(ToyAutoencoderKL, cfg, source, seed)
 
 def n_params(model: torch.nn.Module) -> int:
     "Number of parameters (works on the meta device)."

@@ -11,7 +11,7 @@ from ..core import CHECKPOINTS_ENV, InputError, MissingFileError, ModelLoadError
 # %% auto #0
 __all__ = ['MAX_TOY_BYTES', 'NAME_PATTERN', 'TOY_PREFIX', 'TOY_WARNING', 'toy_root', 'check_name', 'sha256', 'manifest',
            'publish', 'verify', 'toy_checkpoint', 'run_seconds', 'run_commit', 'publish_run', 'toy_name', 'toy_file',
-           'load_toy_eraser', 'load_toy_segmenter']
+           'toy_preset', 'toy_vae', 'load_toy_eraser', 'load_toy_segmenter']
 
 # %% ../../nbs/42_training.checkpoints.ipynb #b5b8fce2
 MAX_TOY_BYTES = 10 * 2**20
@@ -141,8 +141,17 @@ def toy_file(spec, filename: str | None = None, root=None):
     return d / filename
 
 # %% ../../nbs/42_training.checkpoints.ipynb #84d6a1b3
+def toy_preset(name: str, root=None) -> str:
+    "The model preset toy checkpoint `name` was trained with (its manifest entry's `preset`; 'toy' when it names none)."
+    return manifest(root).get(check_name(name), {}).get('preset', 'toy')
+
+def toy_vae(name: str, root=None) -> Path:
+    "The verified folder of the toy VAE that checkpoint `name` decodes with: its preset's `vae_checkpoint`."
+    from erase_core.models.presets import get_preset
+    return toy_checkpoint(get_preset(toy_preset(name, root)).vae_checkpoint, root)
+
 def load_toy_eraser(name: str, device='cpu', root=None, vae=None, unet_weights=None, lora=None):
-    "The toy eraser `name` (toy preset, trained UNet, trained toy VAE), every file verified against the manifest; `vae`, `unet_weights`, `lora` replace or go on top."
+    "The toy eraser `name` (its preset, trained UNet, its trained toy VAE), every file verified against the manifest; `vae`, `unet_weights`, `lora` replace or go on top."
     from erase_core.models.presets import load_components, load_unet_state_dict, load_lora
     files = manifest(root).get(check_name(name), {}).get('files', {})
     if 'objectclear.json' in files or 'flashclear.json' in files:
@@ -150,7 +159,7 @@ def load_toy_eraser(name: str, device='cpu', root=None, vae=None, unet_weights=N
                              f"{', a LoRA on the toy objectclear base' if 'flashclear.json' in files else ''}), not a plain eraser: load it with "
                              "erase_core.training.flashclear.load_objectclear; toy:NAME on the command line takes YOEO's erasers (yoeo-teacher, yoeo-distill, yoeo-joint, ...)")
     unet = toy_file(TOY_PREFIX + name, 'unet.safetensors', root)
-    c = load_components('toy', 'random', vae=toy_checkpoint('vae', root) if vae is None else vae, unet_weights=unet)
+    c = load_components(toy_preset(name, root), 'random', vae=toy_vae(name, root) if vae is None else vae, unet_weights=unet)
     if unet_weights is not None: load_unet_state_dict(c.unet, unet_weights)
     if lora is not None: load_lora(c.unet, lora); c.lora, c.lora_fused = str(lora), True
     c.source = f"toy checkpoint {name} ({manifest(root)[name]['files']['unet.safetensors'][:12]})"

@@ -17,12 +17,12 @@ from ..models.presets import (load_components, load_unet_state_dict, EraserCompo
 from ..models.objectclear import (build_object_encoder, build_object_fusion, load_object_fusion, load_clip_image_encoder,
                                            objectclear_condition, AttentionStore, capture_attention, attention_capture, objectclear_layers,
                                            attention_mask_loss, MASK_LOSS_WEIGHT, ToyObjectEncoder, ObjectTokenFusion)
-from ..data.toyworld import make_toy_scenes
+from ..data.toyworld import make_toy_scenes, toy_world
 from ..data.formats import export_toy_ober
 from ..data.datasets import PairDataset
 from ..sampling.pipeline import ErasePipeline, make_scheduler
 from .trainer import Recipe, Stage, Trainer, register_recipe, get_recipe
-from .yoeo import EraserStage, STAGES, draw_batch, make_lpips, predicted_x0
+from .yoeo import EraserStage, STAGES, draw_batch, make_lpips, predicted_x0, model_target
 from .rad import (LatentDiscriminator, discriminator_mask, discriminator_inputs, rad_discriminator_loss,
                                      rad_generator_loss, RAD_ABLATIONS, weighted_loss)
 
@@ -35,15 +35,15 @@ __all__ = ['TOY_OBER_SEED', 'TOY_OBER_EVAL_SEED', 'PAPER_PRESETS', 'toy_ober_par
 TOY_OBER_SEED = 2              # toy OBER training scenes: seeds (2, i)
 TOY_OBER_EVAL_SEED = 500_002   # held-out toy OBER scenes (evaluation seeds are >= 500_000)
 
-def toy_ober_parquet(n: int, size: int = 64, seed: int = TOY_OBER_SEED, root=None) -> Path:
-    "The OBER-style shard of `n` toy scenes (`size` px, seeds (seed, i)), written once and then reused."
+def toy_ober_parquet(n: int, size: int = 64, seed: int = TOY_OBER_SEED, root=None, world: str = 'v1') -> Path:
+    "The OBER-style shard of `n` toy scenes of `world` (`size` px, seeds (seed, i)), written once and then reused."
     root = Path(root) if root is not None else data_dir() / 'cache'
-    path = root / f"toy-ober-{n}x{size}px-seed{seed}.parquet"
+    path = root / f"toy-ober-{n}x{size}px-seed{seed}{'' if world == 'v1' else '-' + world}.parquet"
     if not path.exists():
         tmp = path.with_name(f".{path.name}.tmp")
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', UserWarning)       # 'toy-train' is not one of OBER's subset names, on purpose
-            export_toy_ober(make_toy_scenes(n, size=size, seed=seed), tmp, subset='toy-train', split='train')
+            export_toy_ober(make_toy_scenes(n, size=size, seed=seed, **toy_world(world)), tmp, subset='toy-train', split='train')
         tmp.replace(path)
     return path
 
@@ -53,7 +53,7 @@ def make_pairs(recipe: Recipe, data=None) -> PairDataset:
     if recipe.scale == 'paper':
         if data is None: raise InputError("a paper-scale run needs --data: OBER parquet shards (a file or folder) or a pair folder")
         return PairDataset(data, size=recipe.image_size, augment=p.get('augment', True), seed=recipe.seed)
-    src = toy_ober_parquet(p.get('n_scenes', 64), recipe.image_size) if data is None else data
+    src = toy_ober_parquet(p.get('n_scenes', 64), recipe.image_size, world=p.get('world', 'v1')) if data is None else data
     return PairDataset(src, size=recipe.image_size, augment=False, seed=recipe.seed)
 
 # %% ../../nbs/44_training.flashclear.ipynb #5fcfe31b
@@ -223,9 +223,9 @@ def step(self: ObjectClearStage, trainer, b):
     noise, t, keep = b['noise'].to(dev), b['t'].to(dev), b['keep'].to(dev)
     zt = self.noise_sched.add_noise(lat['z0'], noise, t)
     self.store.clear()
-    eps = trainer.models['net'](self.unet_input(zt, lat), t, b['image'].to(dev), b['mask'].to(dev), keep,
+    out = trainer.models['net'](self.unet_input(zt, lat), t, b['image'].to(dev), b['mask'].to(dev), keep,
                                 lat['cond'].get('added_cond_kwargs'))
-    mse = F.mse_loss(eps.float(), noise.float())
+    mse = F.mse_loss(out.float(), model_target(self.noise_sched, lat['z0'], noise, t).float())
     ml = _mask_term(self.store, zt.shape[-2:], b['effect_mask'].to(dev), keep) if keep.any() else mse * 0
     loss = mse + self.recipe.params.get('mask_weight', MASK_LOSS_WEIGHT) * ml
     trainer.update('net', loss, dict(mse=mse, mask=ml))
@@ -318,8 +318,8 @@ def step(self: RADStage, trainer, b):
     noise = b['noise'].to(dev)
     zt = torch.where((idx == 0).view(-1, 1, 1, 1), noise, self.noise_sched.add_noise(lat['z0'], noise, t))
     self.store.clear()
-    eps = trainer.models['gen'](self.unet_input(zt, lat), t, encoder_hidden_states=cond, added_cond_kwargs=extra).sample
-    z_pred = predicted_x0(eps, zt, t, self.alphas)
+    out = trainer.models['gen'](self.unet_input(zt, lat), t, encoder_hidden_states=cond, added_cond_kwargs=extra).sample
+    z_pred = predicted_x0(out, zt, t, self.alphas, self.noise_sched.config.prediction_type)
     terms = dict(diffusion=F.mse_loss(z_pred, lat['z0'].float()),
                  mask=_mask_term(self.store, zt.shape[-2:], b['effect_mask'].to(dev)))
     self.store.clear()
@@ -363,7 +363,7 @@ register_recipe(
     Recipe('objectclear', 'objectclear', 'smoke', 'tiny', steps=4, batch_size=2, lr=1e-4, ckpt_every=2, image_size=32,
            params=dict(_OC, n_scenes=16, cond_drop=0.1)),
     Recipe('objectclear', 'objectclear', 'toy', 'toy', steps=1000, batch_size=16, lr=2e-4, weight_decay=0.0, ckpt_every=100,
-           image_size=64, params=dict(_OC, n_scenes=2000, init='yoeo-teacher'),
+           image_size=64, params=dict(_OC, n_scenes=2000, init='yoeo-teacher', world='v2'),
            about='toy base: the toy yoeo-teacher inpainter fine-tuned with the object token on toy OBER pairs'),
     Recipe('objectclear', 'objectclear', 'paper', 'sdxl-inpaint', steps=100_000, batch_size=4, mixed_precision='bf16', ckpt_every=1000,
            image_size=512, params=dict(_OC, n_scenes=None, mask_blocks=list(OBJECTCLEAR_BLOCKS), augment=True)),
@@ -373,7 +373,7 @@ for name, K in (('flashclear', 4), ('flashclear-2', 2)):
         Recipe(name, 'rad', 'smoke', 'tiny', steps=4, batch_size=2, lr=1e-4, ckpt_every=2, image_size=32,
                params=dict(_RAD, n_scenes=16, student_steps=K, disc_width=16)),
         Recipe(name, 'rad', 'toy', 'toy', steps=300, batch_size=8, lr=2e-4, weight_decay=0.0, ckpt_every=50, image_size=64,
-               params=dict(_RAD, n_scenes=2000, student_steps=K, disc_width=64),
+               params=dict(_RAD, n_scenes=2000, student_steps=K, disc_width=64, world='v2'),
                about=f'toy {K}-step LoRA student of the toy objectclear base'),
         Recipe(name, 'rad', 'paper', 'sdxl-inpaint', steps=10_000, batch_size=8, mixed_precision='bf16', ckpt_every=500, image_size=512,
                params=dict(_RAD, n_scenes=None, student_steps=K, lora_rank=256, lora_alpha=256, mask_blocks=list(OBJECTCLEAR_BLOCKS), augment=True)),

@@ -13,16 +13,17 @@ import torch.nn.functional as F
 from ..core import InputError, MissingFileError, ModelLoadError, checkpoints_dir
 from ..models.presets import load_components, load_unet_state_dict, EraserComponents
 from ..sampling.pipeline import ErasePipeline, make_scheduler
-from ..data.toyworld import make_toy_scenes
+from ..data.toyworld import make_toy_scenes, toy_world
 from ..data.datasets import D1Dataset, D2Dataset, ToyDataset, collate_batch
 from .trainer import Recipe, Stage, Trainer, register_recipe, get_recipe
 
 # %% auto #0
-__all__ = ['SCALE_PRESET', 'TRAIN_SCENE_SEED', 'DISC_HEADS', 'PHASE_MODE_PROBS', 'PHASE_DMD', 'PHASE_GAN', 'GAN_TIMESTEPS',
-           'DISC_SAMPLES', 'SUNDRY_EXCLUSION', 'STAGES', 'stage_components', 'make_d1', 'make_d2', 'draw_batch',
-           'EraserStage', 'TeacherStage', 'unet_encoder_features', 'DiscriminatorHead', 'load_head',
-           'start_index_probs', 'phase_of', 'lcm_boundary', 'predicted_x0', 'dmd_loss', 'lsgan_losses', 'make_lpips',
-           'DistillStage', 'sundry_exclusion_rows', 'JointStage', 'make_stage', 'train']
+__all__ = ['SCALE_PRESET', 'TRAIN_SCENE_SEED', 'PREDICTION_TYPES', 'DISC_HEADS', 'PHASE_MODE_PROBS', 'PHASE_DMD', 'PHASE_GAN',
+           'GAN_TIMESTEPS', 'DISC_SAMPLES', 'SUNDRY_EXCLUSION', 'STAGES', 'stage_components', 'toy_options', 'make_d1',
+           'make_d2', 'draw_batch', 'model_target', 'EraserStage', 'TeacherStage', 'unet_encoder_features',
+           'DiscriminatorHead', 'load_head', 'start_index_probs', 'phase_of', 'lcm_boundary', 'predicted_x0',
+           'predicted_eps', 'dmd_loss', 'lsgan_losses', 'make_lpips', 'DistillStage', 'sundry_exclusion_rows',
+           'JointStage', 'make_stage', 'train']
 
 # %% ../../nbs/41_training.yoeo.ipynb #45b13083
 SCALE_PRESET = dict(smoke='tiny', toy='toy', paper='sd15-inpaint')
@@ -44,13 +45,20 @@ def stage_components(recipe: Recipe, base=None, unet_weights=None, vae=None) -> 
 # %% ../../nbs/41_training.yoeo.ipynb #b25d858b
 TRAIN_SCENE_SEED = 0          # toy training scenes: seeds (0, i); evaluation uses 500_000 and up (see `toy_eval_scenes`)
 
+def toy_options(p: dict, d1: bool = False) -> dict:
+    """`make_toy_scene` options of a toy recipe's scenes: world `p['world']` (default 'v1'), and on D1 the clutter
+    `p['d1_distractors']` (a range of other things per scene) when given: random holes over cluttered scenes cut through
+    things, so a teacher trained on them learns to paint things into holes, the hallucination YOEO's stage 3 removes."""
+    extra = dict(n_distractors=tuple(p['d1_distractors'])) if d1 and p.get('d1_distractors') else {}
+    return toy_world(p.get('world', 'v1'), **extra)
+
 def make_d1(recipe: Recipe, data=None):
     "D1 for `recipe`'s scale: toy scenes (smoke/toy) or the images in folder `data` (paper)."
     p = recipe.params
     if recipe.scale == 'paper':
         if data is None: raise InputError("a paper-scale run needs --data: a folder of training images for D1")
         items = data
-    else: items = make_toy_scenes(p.get('n_scenes', 64), size=recipe.image_size, seed=TRAIN_SCENE_SEED)
+    else: items = make_toy_scenes(p.get('n_scenes', 64), size=recipe.image_size, seed=TRAIN_SCENE_SEED, **toy_options(p, d1=True))
     return D1Dataset(items, size=recipe.image_size, mask_kind=p.get('mask_kind', 'mixed'), mask_area=tuple(p.get('mask_area', (0.02, 0.3))),
                      augment=p.get('augment', recipe.scale == 'paper'), seed=recipe.seed)
 
@@ -61,13 +69,22 @@ def make_d2(recipe: Recipe, data=None):
         if data is None: raise InputError("a paper-scale joint run needs --d2-data: a COCO instances JSON (or panoptic) for D2")
         return D2Dataset(data, size=recipe.image_size, dilate=p.get('d2_dilate', 0), augment=True, seed=recipe.seed)
     return ToyDataset(p.get('n_scenes', 64), size=recipe.image_size, scene_seed=TRAIN_SCENE_SEED + 1, hole='object',
-                      paired=False, hole_dilate=p.get('d2_dilate', 1))
+                      paired=False, hole_dilate=p.get('d2_dilate', 1), **toy_options(p))
 
 def draw_batch(ds, n: int, gen: torch.Generator, epoch: int) -> dict:
     "`n` samples of `ds` drawn with `gen` (with replacement), holes drawn for `epoch`, collated."
     ds.set_epoch(epoch)
     idx = torch.randint(0, len(ds), (n,), generator=gen).tolist()
     return collate_batch([ds[i] for i in idx])
+
+# %% ../../nbs/41_training.yoeo.ipynb #306d754f
+PREDICTION_TYPES = ('epsilon', 'v_prediction')
+
+def model_target(noise_sched, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    "The UNet's regression target for `z0` noised with `noise` at `t`, under `noise_sched.config.prediction_type`."
+    kind = noise_sched.config.prediction_type
+    if kind not in PREDICTION_TYPES: raise InputError(f"prediction_type {kind!r} is not supported; use one of {PREDICTION_TYPES}")
+    return noise if kind == 'epsilon' else noise_sched.get_velocity(z0, noise, t)
 
 # %% ../../nbs/41_training.yoeo.ipynb #a0006450
 class EraserStage(Stage):
@@ -81,6 +98,7 @@ class EraserStage(Stage):
         self.components = c
         self.pipe = ErasePipeline(c, sampler='lcm', steps=2)
         self.noise_sched = make_scheduler('ddpm', c.scheduler_config)
+        self.prediction_type = self.noise_sched.config.prediction_type   # see `model_target`
         return c
 
     def to_device(self, trainer):
@@ -120,7 +138,7 @@ class EraserStage(Stage):
 
 # %% ../../nbs/41_training.yoeo.ipynb #f150a8e3
 class TeacherStage(EraserStage):
-    "YOEO stage 1: fine-tune the inpainting UNet on D1 with the noise-prediction MSE."
+    "YOEO stage 1: fine-tune the inpainting UNet on D1 with the noise-prediction MSE (the velocity under `v_prediction`)."
     def setup(self, trainer):
         c = self.load(self.paths.get('init')); self.to_device(trainer)
         self.d1 = make_d1(self.recipe, self.paths.get('data'))
@@ -138,8 +156,8 @@ class TeacherStage(EraserStage):
         lat = self.latents(b, trainer.generator(stream=3)); dev = trainer.device
         noise, t = b['noise'].to(dev), b['t'].to(dev)
         zt = self.noise_sched.add_noise(lat['z0'], noise, t)
-        eps = trainer.models['unet'](self.unet_input(zt, lat), t, **lat['cond']).sample
-        loss = F.mse_loss(eps.float(), noise.float())
+        out = trainer.models['unet'](self.unet_input(zt, lat), t, **lat['cond']).sample
+        loss = F.mse_loss(out.float(), model_target(self.noise_sched, lat['z0'], noise, t).float())
         trainer.update('unet', loss, dict(mse=loss))
         return dict(mse=loss.item())
 
@@ -215,10 +233,23 @@ def lcm_boundary(t: torch.Tensor, sigma_data: float = 0.5, scale: float = 10.0) 
     s = t.float() * scale
     return sigma_data ** 2 / (s ** 2 + sigma_data ** 2), s / (s ** 2 + sigma_data ** 2) ** 0.5
 
-def predicted_x0(eps: torch.Tensor, zt: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    "x0 from an epsilon prediction at timesteps `t` (per sample)."
-    a = alphas_cumprod.to(zt.device)[t].float().view(-1, 1, 1, 1)
-    return (zt.float() - (1 - a).sqrt() * eps.float()) / a.sqrt()
+def _ab(alphas_cumprod: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return alphas_cumprod.to(like.device)[t].float().view(-1, 1, 1, 1)
+
+def predicted_x0(out: torch.Tensor, zt: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor,
+                 prediction_type: str = 'epsilon') -> torch.Tensor:
+    "x0 from the UNet's output `out` at timesteps `t` (per sample): a noise ('epsilon') or velocity ('v_prediction') prediction."
+    a = _ab(alphas_cumprod, t, zt); zt, out = zt.float(), out.float()
+    if prediction_type == 'v_prediction': return a.sqrt() * zt - (1 - a).sqrt() * out
+    return (zt - (1 - a).sqrt() * out) / a.sqrt()
+
+def predicted_eps(out: torch.Tensor, zt: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor,
+                  prediction_type: str = 'epsilon') -> torch.Tensor:
+    "The noise implied by the UNet's output `out` (itself under 'epsilon')."
+    if prediction_type != 'v_prediction': return out.float()
+    a = _ab(alphas_cumprod, t, zt)
+    return (1 - a).sqrt() * zt.float() + a.sqrt() * out.float()
+
 
 # %% ../../nbs/41_training.yoeo.ipynb #2417323e
 def dmd_loss(x: torch.Tensor, eps_real: torch.Tensor, eps_fake: torch.Tensor, noisy: torch.Tensor, t: torch.Tensor,
@@ -323,9 +354,9 @@ def student_output(self: DistillStage, trainer, b: dict, lat: dict, student=None
     t0 = ts[start].long().expand(n)
     noise = b['noise'].to(dev)
     x = noise * self.dpm.init_noise_sigma if start == 0 else self.noise_sched.add_noise(lat['z0'], noise, t0)
-    eps = (student or trainer.models['student'])(self.unet_input(x, lat), t0, **lat['cond']).sample
+    pred = (student or trainer.models['student'])(self.unet_input(x, lat), t0, **lat['cond']).sample
     cs, co = (v.view(-1, 1, 1, 1).to(dev) for v in lcm_boundary(t0))
-    return cs * x + co * predicted_x0(eps, x, t0, self.alphas), x, start
+    return cs * x + co * predicted_x0(pred, x, t0, self.alphas, self.prediction_type), x, start
 
 @patch
 def rollout(self: DistillStage, trainer, b: dict, lat: dict) -> dict:
@@ -359,8 +390,8 @@ def generator_losses(self: DistillStage, trainer, b: dict, lat: dict, ro: dict, 
         noisy = self.noise_sched.add_noise(out.detach(), n, t)
         fake = trainer.unwrap('fake') if 'fake' in trainer.models else trainer.unwrap('student')
         with torch.no_grad():
-            er = self.teacher(self.unet_input(noisy, lat), t, **lat['cond']).sample
-            ef = fake(self.unet_input(noisy, lat), t, **lat['cond']).sample
+            er, ef = (predicted_eps(u(self.unet_input(noisy, lat), t, **lat['cond']).sample, noisy, t, self.alphas, self.prediction_type)
+                      for u in (self.teacher, fake))
         km = None if keep is None else F.adaptive_avg_pool2d(keep, out.shape[-2:])
         res['dmd'] = dmd_loss(out, er, ef, noisy, t, self.alphas, km)
     else: res['dmd'] = zero
@@ -397,7 +428,8 @@ def fake_score_step(self: DistillStage, trainer, b: dict, lat: dict, fake: torch
     "DMD2's alternative: train a separate fake-score UNet to denoise the student's (detached) outputs."
     dev = trainer.device; n, t = b['noise_dmd'].to(dev), b['t_dmd'].to(dev)
     zt = self.noise_sched.add_noise(fake.detach(), n, t)
-    loss = F.mse_loss(trainer.models['fake'](self.unet_input(zt, lat), t, **lat['cond']).sample.float(), n.float())
+    target = model_target(self.noise_sched, fake.detach(), n, t)
+    loss = F.mse_loss(trainer.models['fake'](self.unet_input(zt, lat), t, **lat['cond']).sample.float(), target.float())
     trainer.update('fake', loss, dict(fake_score=loss))
     return loss.item()
 
@@ -549,19 +581,19 @@ _P3 = dict(_P2, ss=True, efc=True, d2=True, ss_on_paired=False, loss_scale=0.5, 
 register_recipe(
     Recipe('yoeo-teacher', 'teacher', 'smoke', 'tiny', steps=6, batch_size=4, lr=1e-4, ckpt_every=3, image_size=32, params=dict(_P1, n_scenes=16)),
     Recipe('yoeo-teacher', 'teacher', 'toy', 'toy', steps=5000, batch_size=16, lr=4e-4, weight_decay=0.0, ckpt_every=250, image_size=64,
-           params=dict(_P1, n_scenes=3000), about='toy UNet from scratch on toy D1'),
+           params=dict(_P1, n_scenes=3000, world='v2', d1_distractors=(2, 5)), about='toy UNet from scratch on toy D1 (cluttered scenes of the second world)'),
     Recipe('yoeo-teacher', 'teacher', 'paper', 'sd15-inpaint', steps=800, batch_size=10, grad_accum=100, mixed_precision='bf16',
            ckpt_every=50, image_size=512, params=dict(_P1, augment=True)),
     Recipe('yoeo-distill', 'distill', 'smoke', 'tiny', steps=4, batch_size=2, lr=1e-4, ckpt_every=2, image_size=32,
            params=dict(_P2, n_scenes=16, teacher_steps=4, phase_length=1, disc_width=16)),
     Recipe('yoeo-distill', 'distill', 'toy', 'toy', steps=800, batch_size=8, lr=1e-5, weight_decay=0.0, ckpt_every=100, image_size=64,
-           params=dict(_P2, n_scenes=3000, teacher_steps=8, phase_length=80)),
+           params=dict(_P2, n_scenes=3000, teacher_steps=8, phase_length=80, world='v2', d1_distractors=(2, 5))),
     Recipe('yoeo-distill', 'distill', 'paper', 'sd15-inpaint', steps=15000, batch_size=7, mixed_precision='bf16', ckpt_every=500,
            image_size=512, params=dict(_P2, augment=True)),
     Recipe('yoeo-joint', 'joint', 'smoke', 'tiny', steps=2, batch_size=4, lr=1e-4, ckpt_every=1, image_size=32,
            params=dict(_P3, n_scenes=16, teacher_steps=4, phase_length=1, disc_width=16)),
     Recipe('yoeo-joint', 'joint', 'toy', 'toy', steps=200, batch_size=8, lr=1e-5, weight_decay=0.0, ckpt_every=100, image_size=64,
-           params=dict(_P3, n_scenes=3000, teacher_steps=8, phase_length=80)),
+           params=dict(_P3, n_scenes=3000, teacher_steps=8, phase_length=80, world='v2', d1_distractors=(2, 5))),
     Recipe('yoeo-joint', 'joint', 'paper', 'sd15-inpaint', steps=3600, batch_size=8, mixed_precision='bf16', ckpt_every=300,
            image_size=512, params=dict(_P3, augment=True, seg_size=1024)),
 )
