@@ -22,7 +22,8 @@ class LatentDiscriminator(nn.Module):
     "The base UNet's encoder (frozen or LoRA-tuned) with trainable convolutional heads; patch logits (B, P)."
     def __init__(self, unet, heads=('mid',), head_channels: int | None = None, backbone_lora_rank: int = 0):
         super().__init__()
-        if unet.config.in_channels != 9: raise InputError(f"the latent discriminator needs a 9-channel inpainting UNet, got {unet.config.in_channels}")
+        c_in, c = unet.config.in_channels, unet.config.out_channels
+        if c_in != 2 * c + 1: raise InputError(f"the latent discriminator needs an inpainting UNet (2C + 1 inputs for C latent channels: SD's 9), got {c_in} in / {c} out")
         bad = set(heads) - {'mid', 'down'}
         if not heads or bad: raise InputError(f"heads must name 'mid' and/or 'down', got {heads!r}")
         bb = copy.deepcopy(unet)
