@@ -468,7 +468,8 @@ RULES = ("Verdict rules (`erase_core.experiments.claims`): every comparison of t
          "of the paper's factor (*holds*), above 1 only (*partly*), below the square root without excluding 1 (*does not hold*), or "
          "spans both (*unresolved*). On par: the interval of how much worse lies below a tolerance (10 % relative for LPIPS / MSN / "
          "MARS / CFD, 0.5 dB for PSNR). A claim holds when all its comparisons hold, partly when some do. A comparison on a metric "
-         "whose network has random weights (its `extractor` provenance says so) makes the claim *not testable*. FLOPs are exact "
+         "whose network has random weights (its `extractor` provenance says so) makes the claim *not testable*, as does a comparison of "
+         "GAN settings while a discriminator sat at chance (the table's `disc_left` column). FLOPs are exact "
          "counts and times are medians of timed runs: no interval.")
 
 # %% ../../nbs/64_experiments.claims.ipynb #cb60286f

@@ -199,7 +199,10 @@ def _fusion_hook(pipe, cache):
     from erase_core.sampling.fusion import last_step_token_map, token_map_fusion
     preset = pipe.components.preset.name
     if type(cache).__name__ == 'FPAC' and cache.foreground == 'attention':
-        get = lambda hw, n: cache.final_map()
+        def get(hw, n):
+            amap = cache.final_map()
+            if amap is None: raise InputError("FPAC kept no token map of the last step: attention-guided fusion needs it")
+            return amap
     else:
         cm = last_step_token_map(pipe.unet); get = cm.__enter__(); pipe.__dict__.setdefault('_caches', []).append(cm)
     return lambda p, x, m, y, state: token_map_fusion(y, x, get(state.latents.shape[-2:], len(state.timesteps)), state.cfg, preset)

@@ -354,7 +354,9 @@ def _describe_set(self: TableRun, name: str) -> str:
     full = evalset_spec(name, self.scale)['n']; drawn = min(self.n_samples or full, full)
     part = f" (a run on n_samples={self.n_samples}: a full {self.scale} run draws {full})" if drawn < full else ''
     sel = f"; {n} of the {drawn} drawn qualify for the selection" if n < drawn else ''
-    return f"`{name}`: {n} {self.scale} scenes{part} at {w}x{h} pixels{sel}, standing in for {paper}"
+    spec = evalset_spec(name, self.scale); world = f" of toy world {spec['world']}" if spec.get('world') else ''
+    cap = f" ({spec['cap']})" if spec.get('cap') and self.scale == 'toy' else ''
+    return f"`{name}`: {n} {self.scale} scenes{world}{part} at {w}x{h} pixels{sel}, standing in for {paper}{cap}"
 
 @patch
 def write_per_image(self: TableRun) -> Path | None:
