@@ -395,6 +395,10 @@ def write(self: TableRun, rows: list[dict], metrics, notes: str = '', timing_met
     for m, d, n in dict.fromkeys(self.subsets):
         head.append(f"Subset: `{m}` on `{d}` is measured on the first {n} of its {len(self.dataset(d))} scenes only (a subset fixed by "
                     f"position before anything was measured, to keep the reproduction within its time); its comparisons use those scenes.")
+    if 'disc_left' in df and df['disc_left'].notna().any():
+        head.append("Discriminator check (`disc_*` columns: the mean of the last 20 % of the logged discriminator losses against chance): " +
+                    '; '.join(f"{r.method} {r.disc_tail_mean:.4g} vs {r.disc_chance:.4g} ({'left chance' if r.disc_left else 'at chance'})"
+                              for r in df[df['disc_left'].notna()].itertuples()) + '.')
     if notes: head += ['', notes.strip()]
     md = markdown_table(df, metrics, '\n'.join(head) + '\n')
     if self.timing:
