@@ -11,8 +11,8 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 from ..core import InputError, check_scale
+from .evalsets import check_ground
 from . import paper_values as pvals
-
 
 # %% auto #0
 __all__ = ['LOWER_IS_BETTER', 'TOLERANCE', 'SUNDRY_METRICS', 'RANDOM_FEATURES', 'CLAIMS', 'SCALE_NOTE', 'RULES', 'better',
@@ -21,9 +21,9 @@ __all__ = ['LOWER_IS_BETTER', 'TOLERANCE', 'SUNDRY_METRICS', 'RANDOM_FEATURES', 
            'telea_note', 'write_claims']
 
 # %% ../../nbs/64_experiments.claims.ipynb #47f52df5
-LOWER_IS_BETTER = {'lpips', 'lpips_local', 'msn', 'mars', 'cfd', 'fid', 'flops_T', 'latency_s', 'inference_s', 'lose'}
-TOLERANCE = dict(lpips=('rel', 0.10), lpips_local=('rel', 0.10), psnr=('abs', 0.5), psnr_mask=('abs', 0.5),
-                 msn=('rel', 0.10), mars=('rel', 0.10), cfd=('rel', 0.10))
+LOWER_IS_BETTER = {'lpips', 'lpips_local', 'msn', 'mars', 'msn_judge', 'mars_judge', 'cfd', 'fid', 'flops_T', 'latency_s', 'inference_s', 'lose'}
+TOLERANCE = dict(lpips=('rel', 0.10), lpips_local=('rel', 0.10), psnr=('abs', 0.5), psnr_mask=('abs', 0.5), psnr_effect=('abs', 0.5),
+                 msn=('rel', 0.10), mars=('rel', 0.10), msn_judge=('rel', 0.10), mars_judge=('rel', 0.10), cfd=('rel', 0.10))
 
 def better(metric: str, a: float, b: float) -> bool:
     "Is `a` better than `b` on `metric`? (For exact counts and times; means over images get an interval.)"
@@ -42,7 +42,8 @@ def resolved(k1: float, k2: float, z: float = 2.0) -> bool:
     return abs(k1 - k2) > z * math.sqrt(max(k1 + k2, 1.0))
 
 
-# %% ../../nbs/64_experiments.claims.ipynb #8bf305cf
+
+# %% ../../nbs/64_experiments.claims.ipynb #1786f9f5
 def _ratio(x, y):
     "x / y elementwise, with 0 / 0 = 1 (no change) and x / 0 = inf for x > 0."
     x, y = np.asarray(x, float), np.asarray(y, float)
@@ -72,7 +73,8 @@ def paired_bootstrap(a, b, stat: str = 'diff', n_boot: int = 10_000, level: floa
     return dict(estimate=float(f(a.mean(), b.mean())), lo=float(lo), hi=float(hi), n=n)
 
 
-# %% ../../nbs/64_experiments.claims.ipynb #342009ba
+
+# %% ../../nbs/64_experiments.claims.ipynb #2906b78b
 def side(lo: float, hi: float, threshold: float = 0.0) -> str:
     "'holds' when the interval [lo, hi] lies above `threshold` (the paper's side), 'does not hold' when below, else 'unresolved'."
     return 'holds' if lo > threshold else 'does not hold' if hi < threshold else 'unresolved'
@@ -97,6 +99,7 @@ def random_features(extractor) -> bool:
     return isinstance(extractor, str) and bool(RANDOM_FEATURES.search(extractor))
 
 
+
 # %% ../../nbs/64_experiments.claims.ipynb #d3be951f
 class NotMeasured(Exception): "A value a claim needs is missing."
 
@@ -106,7 +109,7 @@ class Results:
         self.root = Path(root)
         self.tables = {p.stem: pd.read_csv(p, keep_default_na=True) for p in sorted(self.root.glob('*.csv'))}
         self.timing = {p.stem: pd.read_csv(p) for p in sorted((self.root / 'timing').glob('*.csv'))} if (self.root / 'timing').is_dir() else {}
-        self.per_image = {p.stem: pd.read_csv(p, dtype=dict(image=str, extractor=str), keep_default_na=False, na_values=[''])
+        self.per_image = {p.stem: pd.read_csv(p, dtype=dict(image=str, extractor=str, ground=str), keep_default_na=False, na_values=[''])
                           for p in sorted((self.root / 'per_image').glob('*.csv'))} if (self.root / 'per_image').is_dir() else {}
 
     def _row(self, table: str, method: str, dataset: str | None = None) -> pd.Series:
@@ -130,18 +133,22 @@ class Results:
         n = self._row(table, method, dataset).get('n_samples')
         return None if n is None or pd.isna(n) else round(self.get(table, method, 'msn', dataset) * float(n), 3)
 
-    def values(self, table: str, method: str, metric: str, dataset: str | None = None) -> pd.Series:
-        "`method`'s per-image values of `metric` on `dataset` (indexed by image id), or raise NotMeasured."
+    def values(self, table: str, method: str, metric: str, dataset: str | None = None, ground: str | None = None) -> pd.Series:
+        "`method`'s per-image values of `metric` on `dataset` (indexed by image id; on `ground` scenes only, if given), or raise NotMeasured."
+        check_ground(ground)
         self._row(table, method, dataset)                      # measured at all?
         df = self.per_image.get(table)
         if df is None: raise NotMeasured(f"per_image/{table}.csv not written")
         q = df[(df.method == method) & (df.metric == metric) & ((df.dataset == dataset) if dataset is not None else True)]
-        if not len(q): raise NotMeasured(f"per_image/{table}.csv: no {metric} of {method}{'/' + dataset if dataset else ''}")
+        if ground is not None:
+            if 'ground' not in q: raise NotMeasured(f"per_image/{table}.csv has no ground column (written before scenes carried one)")
+            q = q[q.ground == ground]
+        if not len(q): raise NotMeasured(f"per_image/{table}.csv: no {metric} of {method}{'/' + dataset if dataset else ''}{' on ' + ground + ' scenes' if ground else ''}")
         return pd.Series(q.value.to_numpy(float), index=q.image.to_numpy(), name=method)
 
-    def paired(self, table: str, a: str, b: str, metric: str, dataset: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        "The per-image values of `a` and `b` on the images both have, in `a`'s order."
-        va, vb = self.values(table, a, metric, dataset), self.values(table, b, metric, dataset)
+    def paired(self, table: str, a: str, b: str, metric: str, dataset: str | None = None, ground: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        "The per-image values of `a` and `b` on the images both have (of `ground` scenes, if given), in `a`'s order."
+        va, vb = self.values(table, a, metric, dataset, ground), self.values(table, b, metric, dataset, ground)
         common = [i for i in va.index if i in set(vb.index)]
         if not common: raise NotMeasured(f"{table}: {a} and {b} share no image on {dataset}")
         return va[common].to_numpy(), vb[common].to_numpy()
@@ -149,7 +156,7 @@ class Results:
     def extractor(self, table: str, method: str, metric: str, dataset: str | None = None) -> str:
         "The provenance of `metric`'s network in `method`'s row ('' for metrics that need none)."
         col = dict(lpips='lpips_extractor', lpips_local='lpips_extractor', fid='fid_extractor', msn='msn_mars_extractor',
-                   mars='msn_mars_extractor', cfd='cfd_extractor').get(metric)
+                   mars='msn_mars_extractor', cfd='cfd_extractor', msn_judge='judge_extractor', mars_judge='judge_extractor').get(metric)
         v = self._row(table, method, dataset).get(col) if col else ''
         return v if isinstance(v, str) else ''
 
@@ -190,22 +197,35 @@ def _untestable(R, table, metric, dataset, methods) -> str:
             return f"not testable at {R._row(table, m, dataset).get('scale')} scale"
     return ''
 
-def _compare(R, table, a, bs, metrics, datasets) -> list[Cmp]:
-    "Direction: `a` better than each of `bs` on each metric and dataset, each with the paired interval of a - b."
-    out = []
+def _compare(R, table, a, bs, metrics, datasets, ground: str | None = None) -> list[Cmp]:
+    "Direction: `a` better than each of `bs` on each metric and dataset (on `ground` scenes only, if given), each with the paired interval of a - b."
+    out, on = [], f" ({ground} scenes)" if ground else ''
     for ds in datasets:
         for m in metrics:
             va = R.get(table, a, m, ds)
             for b in bs:
                 try: vb = R.get(table, b, m, ds)
                 except NotMeasured: continue
-                bt = paired_bootstrap(*R.paired(table, a, b, m, ds))
+                x, y = R.paired(table, a, b, m, ds, ground)
+                bt = paired_bootstrap(x, y)
+                if ground: va, vb = float(np.nanmean(x)), float(np.nanmean(y))      # the means of those scenes
                 v = side(-bt['hi'], -bt['lo']) if m in LOWER_IS_BETTER else side(bt['lo'], bt['hi'])
                 nt = _untestable(R, table, m, ds, [a, b])
-                out.append(Cmp(nt or v, f"{m} {ds or ''}: {a} {_f(va)} vs {b} {_f(vb)}, difference {_iv(bt)} ({bt['n']} images)"
+                out.append(Cmp(nt or v, f"{m} {ds or ''}{on}: {a} {_f(va)} vs {b} {_f(vb)}, difference {_iv(bt)} ({bt['n']} images)"
                                         f"{' (random features)' if nt else ''}: {v}".replace(' :', ':').replace('  ', ' ')))
     if not out: raise NotMeasured(f"none of {bs} measured")
     return out
+
+def _gan_gate(R, table, methods, dataset=None) -> list[Cmp]:
+    "A 'not testable' comparison when a discriminator of `methods` never left chance (its row's `disc_left` is false); [] otherwise."
+    at = []
+    for m in methods:
+        r = R._row(table, m, dataset); left = r.get('disc_left')
+        if left is not None and str(left) in ('False', 'false', '0', '0.0'):
+            at.append(f"{m}: tail mean {float(r.get('disc_tail_mean')):.4g} vs chance {float(r.get('disc_chance')):.4g}")
+    if not at: return []
+    return [Cmp(f"not testable at {R._row(table, methods[0], dataset).get('scale')} scale",
+                f"the discriminator sat at chance ({'; '.join(at)}), so the GAN settings are not yet compared")]
 
 def _factor(R, table, base, ours, metric, dataset, paper_factor) -> list[Cmp]:
     "Factor: mean(base) / mean(ours) on the same images, with its interval, against sqrt(paper_factor)."
@@ -235,6 +255,7 @@ def _exact(ok: bool, text: str) -> list[Cmp]:
 def _pv(table, method, metric, dataset=None): return pvals.paper_value(table, method, metric, dataset)
 
 
+
 # %% ../../nbs/64_experiments.claims.ipynb #16891cd7
 def _yoeo_claims():
     Y, A = 'yoeo_table1', 'yoeo_table2'
@@ -261,6 +282,8 @@ def _yoeo_claims():
               lambda R: ('not testable here', 'the Flux-based baselines cannot run here and the text has no FID figures; our FID column is in yoeo_table1')),
         Claim('YOEO', A, f"SS + EFC + D2 lowers MSN {r1.msn / r5.msn:.2g}x against the distilled student ({r1.msn} -> {r5.msn})",
               lambda R: _factor(R, A, 'yoeo-distill', 'yoeo', 'msn', 'entityseg_test', r1.msn / r5.msn)),
+        Claim('YOEO', A, f"SS + EFC + D2 lowers MSN {r1.msn / r5.msn:.2g}x, counted by a judge segmenter no model was trained against",
+              lambda R: _factor(R, A, 'yoeo-distill', 'yoeo', 'msn_judge', 'entityseg_test', r1.msn / r5.msn)),
         Claim('YOEO', A, f"SS + EFC + D2 lowers MARS {r1.mars / r5.mars:.3g}x ({r1.mars} -> {r5.mars})",
               lambda R: _factor(R, A, 'yoeo-distill', 'yoeo', 'mars', 'entityseg_test', r1.mars / r5.mars)),
         Claim('YOEO', A, f"SS + EFC + D2 lowers CFD ({r1.cfd} -> {r5.cfd})",
@@ -293,6 +316,8 @@ def _flashclear_claims():
         o, f = R.latency(T4, 'objectclear', 'ober_test'), R.latency(T4, 'flashclear', 'ober_test')
         v = verdict_factor(o / f, o / f, 2.2901 / 0.9476)
         return [Cmp(v, f"median s per image: ObjectClear {_f(o)} vs FlashClear {_f(f)} ({o / f:.3g}x; paper 2.42x; medians of 3 timed runs, no interval): {v}")]
+    def textured(R, ground):
+        return [c for m in ('flashclear', 'yoeo') for c in _compare(R, T1, m, ['telea'], ['psnr_mask', 'lpips_local'], ['ober_test'], ground)]
     def user(R):
         name = 'flashclear-vs-objectclear'
         w, t, l = (R.get(T6, name, k, 'ober_test') for k in ('win', 'tie', 'lose'))
@@ -325,8 +350,17 @@ def _flashclear_claims():
         Claim('FlashClear', T2A, "Cutting ObjectClear to 20 % of its steps costs quality (LPIPS 0.03803 -> 0.05007); distilling to the "
               "same 4 steps does not", steps20),
         Claim('FlashClear', T2A, "FPAC keeps quality at about 10 % fewer FLOPs (8.6 -> 7.7 T; LPIPS 0.03506 -> 0.03623)", fpac),
+        Claim('FlashClear', T1, "On textured holes the learned erasers beat a smooth fill: FlashClear and YOEO's 2-step student against "
+              "Telea on PSNR-mask and LPIPS-Local (ours: the second world's textured grounds; the paper has no such split)",
+              lambda R: textured(R, 'textured')),
+        Claim('FlashClear', T1, "... and on flat holes, reported apart (where a smooth fill is close to right)", lambda R: textured(R, 'flat')),
         Claim('FlashClear', T2B, "RAD beats a plain GAN (CLIP discriminator in pixel space) on LPIPS-Local (0.1396 vs 0.1423) and LPIPS (0.0351 vs 0.0360)",
-              lambda R: _compare(R, T2B, 'flashclear-abl-IV', ['flashclear-abl-III'], ['lpips_local', 'lpips'], ['ober_test'])),
+              lambda R: _gan_gate(R, T2B, ['flashclear-abl-IV', 'flashclear-abl-III'], 'ober_test') +
+                        _compare(R, T2B, 'flashclear-abl-IV', ['flashclear-abl-III'], ['lpips_local', 'lpips'], ['ober_test'])),
+        Claim('FlashClear', T2B, "RAD removes shadows and reflections better than a plain GAN, its discriminator seeing the object+effect "
+              "mask (ours: PSNR on the effect pixels alone)",
+              lambda R: _gan_gate(R, T2B, ['flashclear-abl-IV', 'flashclear-abl-III'], 'ober_test') +
+                        _compare(R, T2B, 'flashclear-abl-IV', ['flashclear-abl-III'], ['psnr_effect'], ['ober_test'])),
         Claim('FlashClear', T2B, "Each added loss improves LPIPS: I 0.0575 > II 0.0416 > III 0.0360 > IV 0.0351", monotone),
         Claim('FlashClear', T4, "The 2-step model degrades only moderately against 4 steps (LPIPS 0.03700 vs 0.03506, PSNR 32.49 vs 33.05) "
               "at half the FLOPs", two_steps),
@@ -342,7 +376,7 @@ def _flashclear_claims():
 
 CLAIMS = _yoeo_claims() + _flashclear_claims()
 
-# %% ../../nbs/64_experiments.claims.ipynb #bd87e11a
+# %% ../../nbs/64_experiments.claims.ipynb #a7ddb3cf
 def images_needed(before, after, effect: float, kind: str = 'ratio', level: float = 0.95, power: float = 0.8) -> dict:
     """Images a paired comparison needs to detect the paper's `effect` shrunk to its square root (see above), from a
     pilot's per-image values `before` and `after` of the two methods. Returns dict(n, delta, sd, n_pilot); n is None when
@@ -361,6 +395,7 @@ def images_needed(before, after, effect: float, kind: str = 'ratio', level: floa
     sd = float(np.std(x - y, ddof=1)); z = NormalDist().inv_cdf(1 - (1 - level) / 2) + NormalDist().inv_cdf(power)
     n = math.ceil((z * sd / delta) ** 2) if sd > 0 and delta > 0 else None
     return dict(n=n, delta=delta, sd=sd, n_pilot=len(x))
+
 
 
 # %% ../../nbs/64_experiments.claims.ipynb #8b10bc1e
@@ -394,6 +429,7 @@ def power_table(root, level: float = 0.95, power: float = 0.8) -> pd.DataFrame:
     for c in ('has', 'needs'):
         if c in df: df[c] = df[c].astype('Int64')
     return df
+
 
 
 # %% ../../nbs/64_experiments.claims.ipynb #0271a477
@@ -432,11 +468,11 @@ RULES = ("Verdict rules (`erase_core.experiments.claims`): every comparison of t
          "of the paper's factor (*holds*), above 1 only (*partly*), below the square root without excluding 1 (*does not hold*), or "
          "spans both (*unresolved*). On par: the interval of how much worse lies below a tolerance (10 % relative for LPIPS / MSN / "
          "MARS / CFD, 0.5 dB for PSNR). A claim holds when all its comparisons hold, partly when some do. A comparison on a metric "
-         "whose network has random weights (its `extractor` provenance says so) makes the claim *not testable*. FLOPs are exact "
+         "whose network has random weights (its `extractor` provenance says so) makes the claim *not testable*, as does a comparison of "
+         "GAN settings while a discriminator sat at chance (the table's `disc_left` column). FLOPs are exact "
          "counts and times are medians of timed runs: no interval.")
 
-
-# %% ../../nbs/64_experiments.claims.ipynb #29e04245
+# %% ../../nbs/64_experiments.claims.ipynb #cb60286f
 def vae_ceiling(root=None) -> dict | None:
     "The toy autoencoder's held-out reconstruction PSNR (dB) and how many scenes it was measured on, from the committed checkpoint."
     from erase_core.core import checkpoints_dir
@@ -462,6 +498,7 @@ def telea_note(R: Results, root=None) -> str:
            if c else "the toy autoencoder's reconstruction ceiling is not recorded with its checkpoint")
     return (f"**Why Telea beats the learned toy models.** On the OBER stand-in Telea reaches {t:.2f} dB PSNR against {learned[best]:.2f} dB "
             f"for the best learned model ({best}; toy scale). The reason: {why}. This note stays while Telea leads.")
+
 
 
 # %% ../../nbs/64_experiments.claims.ipynb #6a853ed0
@@ -493,4 +530,5 @@ def write_claims(root, scale: str = 'toy') -> Path:
                          f"{'no variation in the pilot' if pd.isna(r.needs) else int(r.needs)} |")
         lines.append('')
     out = root / 'README.md'; out.write_text('\n'.join(lines)); return out
+
 

@@ -12,9 +12,9 @@ import torch
 from ..core import EraseCoreError, InputError, MissingFileError, ModelLoadError, check_scale, pick_device, git_commit
 
 # %% auto #0
-__all__ = ['WEIGHT_FILES', 'METHODS', 'PAPER_ONLY', 'CACHE_ALIASES', 'telea_inpaint', 'CheckpointStatus', 'entry_sha256',
-           'checkpoint_status', 'method_spec', 'Method', 'load_method', 'run_method', 'MetricSuite', 'metric_suite',
-           'provenance']
+__all__ = ['WEIGHT_FILES', 'METHODS', 'PAPER_ONLY', 'NO_TOKEN_MAP', 'CACHE_ALIASES', 'telea_inpaint', 'CheckpointStatus',
+           'entry_sha256', 'checkpoint_status', 'post_processing', 'method_spec', 'Method', 'load_method', 'run_method',
+           'MetricSuite', 'metric_suite', 'provenance']
 
 # %% ../../nbs/62_experiments.methods.ipynb #a8e63e5f
 def telea_inpaint(image, mask, radius: int = 3) -> torch.Tensor:
@@ -87,7 +87,7 @@ def checkpoint_status(name: str, scale: str = 'toy', module=None) -> CheckpointS
 
 # %% ../../nbs/62_experiments.methods.ipynb #255239a0
 _YO = dict(kind='eraser', paste_back=True, family='yoeo')
-_FC = dict(kind='eraser', paste_back=False, family='flashclear')
+_FC = dict(kind='eraser', paste_back=False, family='flashclear', fusion=True)
 METHODS = {
     'telea': dict(kind='telea', label='OpenCV Telea (training-free)', paste_back=True),
     'yoeo': dict(_YO, checkpoint='yoeo-joint', recipe='yoeo', label='YOEO: SS + EFC + D2 (2 LCM steps)'),
@@ -121,9 +121,23 @@ PAPER_ONLY = {   # methods whose published numbers we show but cannot run here
 }
 for _k, _v in PAPER_ONLY.items(): METHODS.setdefault(_k, dict(kind='paper', label=_v))
 
+NO_TOKEN_MAP = {'toca': "no fusion: the ToCa-style cache computes cross-attention outside the attention processor, so its last step leaves no map",
+                'deepcache': "no fusion: DeepCache reuses the deep blocks at the last step, so the fusion layer leaves no map of that step"}
+
+def post_processing(spec: dict) -> str:
+    "What a runnable method does to the model's output, as its label names it ('' for paper-only methods)."
+    if spec.get('kind') == 'paper': return ''
+    if spec.get('paste_back'): return 'pasted back outside the hole'
+    if not spec.get('fusion'): return 'model output, no fusion'
+    if spec.get('cache') in NO_TOKEN_MAP: return NO_TOKEN_MAP[spec['cache']]
+    return "attention-guided fusion on FPAC's last-step map" if spec.get('cache') == 'fpac-attn' else 'attention-guided fusion'
+
 def method_spec(name: str) -> dict:
+    "The entry of method `name`, its label ending with its post-processing in brackets."
     if name not in METHODS: raise InputError(f"unknown method {name!r}; known: {sorted(METHODS)}")
-    return dict(METHODS[name], name=name)
+    spec = dict(METHODS[name], name=name); pp = post_processing(spec)
+    if pp: spec['label'] = f"{spec['label']} [{pp}]"
+    return spec
 
 # %% ../../nbs/62_experiments.methods.ipynb #50cbd535
 @dataclass
@@ -179,17 +193,31 @@ def _pipeline_fn(pipe, paste_back, batch_size):
         return out
     return fn
 
-def _objectclear_fn(model, pipe, batch_size):
+def _fusion_hook(pipe, cache):
+    """The pipeline's `fusion=` hook: attention-guided fusion on the last step's token map, FPAC's own map under
+    `fpac-attn`, else the fusion layer's through `sampling.fusion.last_step_token_map` (held for the pipeline's life)."""
+    from erase_core.sampling.fusion import last_step_token_map, token_map_fusion
+    preset = pipe.components.preset.name
+    if type(cache).__name__ == 'FPAC' and cache.foreground == 'attention':
+        def get(hw, n):
+            amap = cache.final_map()
+            if amap is None: raise InputError("FPAC kept no token map of the last step: attention-guided fusion needs it")
+            return amap
+    else:
+        cm = last_step_token_map(pipe.unet); get = cm.__enter__(); pipe.__dict__.setdefault('_caches', []).append(cm)
+    return lambda p, x, m, y, state: token_map_fusion(y, x, get(state.latents.shape[-2:], len(state.timesteps)), state.cfg, preset)
+
+def _objectclear_fn(model, pipe, batch_size, fusion=None):
     """The FlashClear family: every image conditioned on its own object token (ObjectClear's condition, as in
     `training.flashclear.objectclear_erase`), passed to the pipeline's own call as per-image `prompt_embeds`, so that
-    whatever wraps that call (DeepCache does) sees it."""
+    whatever wraps that call (DeepCache does) sees it; `fusion`: the pipeline's fusion hook (`_fusion_hook`)."""
     net = model.net(train_encoder=False)
     def fn(images, masks, seed):
         out = []
         for i in range(0, len(images), batch_size):
             x, m = torch.stack(list(images[i:i + batch_size])), torch.stack(list(masks[i:i + batch_size]))
             with torch.no_grad(): cond = net.condition(x.to(pipe.device, pipe.dtype), m.to(pipe.device, pipe.dtype))
-            out += pipe(list(x), list(m), seed=seed + i, prompt_embeds=cond, output_type='pt', paste_back=False)
+            out += pipe(list(x), list(m), seed=seed + i, prompt_embeds=cond, output_type='pt', paste_back=False, fusion=fusion)
         return out
     return fn
 
@@ -228,12 +256,13 @@ def load_method(name: str, scale: str = 'toy', device='cpu', paths: dict | None 
         return Method(name, label, False, 'failed to load', checkpoint=spec['checkpoint'], sha256=st.sha256, detail=str(e))
     if pick_device(device).type != 'cpu': (comps if oc is None else oc).to(pick_device(device))   # an ObjectClear model moves its encoder too
     pipe = ErasePipeline(comps, **recipe)
-    if spec.get('cache'): _cache_available(spec['cache'])(pipe)
-    fn = _pipeline_fn(pipe, spec['paste_back'], batch_size) if oc is None else _objectclear_fn(oc, pipe, batch_size)
+    cache = _cache_available(spec['cache'])(pipe) if spec.get('cache') else None
+    fuse = _fusion_hook(pipe, cache) if oc is not None and spec.get('fusion') and spec.get('cache') not in NO_TOKEN_MAP else None
+    fn = _pipeline_fn(pipe, spec['paste_back'], batch_size) if oc is None else _objectclear_fn(oc, pipe, batch_size, fuse)
     return Method(name, label, True, st.status if scale == 'smoke' else 'ok', checkpoint=spec['checkpoint'], sha256=st.sha256,
                   preset=comps.preset.name, steps=recipe['steps'], guidance=recipe['guidance_scale'] > 1, fn=fn)
 
-# %% ../../nbs/62_experiments.methods.ipynb #19e6f514
+# %% ../../nbs/62_experiments.methods.ipynb #490c976c
 def _set_key(dataset) -> str:
     h = hashlib.sha256()
     for k in range(len(dataset)):
@@ -244,7 +273,7 @@ def _set_key(dataset) -> str:
 
 def run_method(method: Method, dataset, seed: int = 0, cache_dir=None, scale: str = '', progress: bool = False) -> list[torch.Tensor]:
     "Outputs of `method` on every sample of `dataset` ((3,H,W) float tensors, 8-bit values), cached under `cache_dir`."
-    key = hashlib.sha256(json.dumps([method.name, method.sha256, method.steps, scale, _set_key(dataset), len(dataset), seed]).encode()).hexdigest()[:20]
+    key = hashlib.sha256(json.dumps([method.name, method.label, method.sha256, method.steps, scale, _set_key(dataset), len(dataset), seed]).encode()).hexdigest()[:20]
     f = Path(cache_dir) / f"{method.name}-{key}.pt" if cache_dir is not None else None
     if f is not None and f.exists(): return [o.float() / 255 for o in torch.load(f, weights_only=True)]
     samples = [dataset[k] for k in range(len(dataset))]
@@ -273,6 +302,7 @@ class MetricSuite:
     mask_generator: object = None
     status: str = 'ok'
     segmenter_sha256: str = ''
+    judge: object = None          # a segmenter no eraser was trained against: msn_judge / mars_judge
 
 def metric_suite(scale: str, device='cpu', paths: dict | None = None, checkpoints_module=None) -> MetricSuite:
     "The metric networks of `scale` (see the table above)."
@@ -289,7 +319,7 @@ def metric_suite(scale: str, device='cpu', paths: dict | None = None, checkpoint
     if scale == 'smoke':
         seg = build_segmenter('smoke').to(dev)
         return MetricSuite(lp, random_conv_extractor(), seg, DinoPatchFeatures.random().to(dev), EntityMaskGenerator(seg),
-                           segmenter_sha256='random')
+                           segmenter_sha256='random', judge=build_segmenter('smoke', seed=1).to(dev))
     ft = checkpoint_status('toy-features', 'toy', checkpoints_module)
     if ft.ok:                                                # the toy feature network stands in for AlexNet, DINOv2 and Inception
         from erase_core.models.toy_features import ToyLPIPS, ToyPatchFeatures, toy_fid_extractor, load_toy_features
@@ -300,7 +330,14 @@ def metric_suite(scale: str, device='cpu', paths: dict | None = None, checkpoint
     if not st.ok: return MetricSuite(lp, None, None, None, None, status=f"toy segmenter {st.status}: MSN, MARS, CFD and FID not measured")
     seg = load_segmenter(st.path, device=str(dev))          # st.path: verified by toy_checkpoint('segmenter')
     if not ft.ok: feats, fid = DinoPatchFeatures.random().to(dev), segmenter_fid_extractor(seg)
-    return MetricSuite(lp, fid, seg, feats, EntityMaskGenerator(seg), segmenter_sha256=st.sha256)
+    jd = checkpoint_status('segmenter-judge', 'toy', checkpoints_module)
+    judge = _judge_named(load_segmenter(jd.path, device=str(dev))) if jd.ok else None   # never a random judge at toy scale
+    return MetricSuite(lp, fid, seg, feats, EntityMaskGenerator(seg), segmenter_sha256=st.sha256, judge=judge,
+                       status='ok' if jd.ok else f"segmenter-judge {jd.status}: msn_judge and mars_judge not measured")
+
+def _judge_named(seg):
+    "The judge's metrics name it as the judge (its own checkpoint), not as the training segmenter."
+    seg.name = f"segmenter-judge: {getattr(seg, 'name', type(seg).__name__)}"; return seg
 
 def _name_trained(m):
     "The toy feature network loaded from its verified checkpoint: its metrics say it is the trained one."

@@ -15,13 +15,13 @@ from ..core import InputError, MissingFileError, PROJECT_ROOT, check_scale, data
 from . import paper_values as pvals
 from .methods import (METHODS, Method, MetricSuite, load_method, metric_suite, method_spec, provenance,
                                             run_method, checkpoint_status)
-from .evalsets import load_evalset, evalset_spec, TOY_EVALSETS
+from .evalsets import load_evalset, evalset_spec, sample_grounds, TOY_EVALSETS
 
 # %% auto #0
-__all__ = ['TABLES', 'PAPER_PATHS', 'PROVENANCE_COLUMNS', 'PER_IMAGE_METRICS', 'TITLE_PT', 'FIGURE_DPI', 'TOY_TOOLS',
-           'RETRAIN_FIRST', 'table_order', 'results_dir', 'runs_dir', 'TableRun', 'markdown_table', 'example_grid',
-           'load_paths', 'check_paper_paths', 'check_toy_checkpoints', 'retrain_argv', 'retrain_checkpoints',
-           'tables_dir', 'run_table', 'reproduce']
+__all__ = ['TABLES', 'PAPER_PATHS', 'PROVENANCE_COLUMNS', 'TEACHER_SUBSET', 'PER_IMAGE_METRICS', 'TITLE_PT', 'FIGURE_DPI',
+           'TOY_TOOLS', 'RETRAIN_FIRST', 'table_order', 'results_dir', 'runs_dir', 'FirstSamples', 'TableRun',
+           'markdown_table', 'example_grid', 'load_paths', 'check_paper_paths', 'check_toy_checkpoints', 'retrain_argv',
+           'retrain_checkpoints', 'tables_dir', 'run_table', 'reproduce']
 
 # %% ../../nbs/63_experiments.tables.ipynb #f41a789d
 TABLES = {
@@ -110,8 +110,20 @@ def _round(v, digits: int = 4):
 
 # %% ../../nbs/63_experiments.tables.ipynb #0c6d1c8b
 PROVENANCE_COLUMNS = ['checkpoint', 'checkpoint_sha256', 'lpips_extractor', 'fid_extractor', 'msn_mars_extractor', 'cfd_extractor',
-                      'seed', 'n_samples', 'device', 'commit', 'torch', 'diffusers']
-_NEEDS = dict(lpips='lpips', lpips_local='lpips', fid='fid', msn='segmenter', mars='segmenter', cfd='cfd_features')
+                      'judge_extractor', 'seed', 'n_samples', 'device', 'commit', 'torch', 'diffusers']
+_NEEDS = dict(lpips='lpips', lpips_local='lpips', fid='fid', msn='segmenter', mars='segmenter', cfd='cfd_features', msn_judge='judge', mars_judge='judge')
+
+TEACHER_SUBSET = 200    # YOEO Table 1's 20-step teacher row: the first 200 scenes of each set (chosen before measuring)
+
+class FirstSamples:
+    "The first `n` samples of a data set (a fixed subset, chosen by position before anything is measured)."
+    def __init__(self, ds, n: int):
+        if not isinstance(n, int) or n < 1: raise InputError(f"first must be a positive number of samples, got {n!r}")
+        self.ds, self.n = ds, min(n, len(ds))
+    def __len__(self): return self.n
+    def __getitem__(self, k):
+        if not -self.n <= k < self.n: raise IndexError(k)
+        return self.ds[k % self.n]
 
 @dataclass
 class TableRun:
@@ -130,6 +142,8 @@ class TableRun:
     _methods: dict = field(default_factory=dict)
     timing: list = field(default_factory=list)
     per_image: list = field(default_factory=list)
+    subsets: list = field(default_factory=list)      # (method, dataset, n): rows measured on the first n scenes only
+    _grounds: dict = field(default_factory=dict)
 
     def __post_init__(self):
         check_scale(self.scale)
@@ -143,10 +157,12 @@ class TableRun:
     @property
     def cache_dir(self) -> Path: return runs_dir(self.scale, self.results_root) / 'cache'
 
-    def dataset(self, name: str):
+    def dataset(self, name: str, first: int | None = None):
+        "Evaluation set `name` (its first `first` samples only, if given: see `TEACHER_SUBSET`)."
         if name not in self._sets:
             self._sets[name] = load_evalset(name, self.scale, root=self.data_root, n=self.n_samples, paths=self.paths)
-        return self._sets[name]
+        ds = self._sets[name]
+        return ds if first is None or first >= len(ds) else FirstSamples(ds, first)
 
     def method(self, name: str) -> Method:
         if name not in self._methods: self._methods[name] = load_method(name, self.scale, self.device, self.paths)
@@ -157,9 +173,15 @@ class TableRun:
         if self._suite is None: self._suite = metric_suite(self.scale, self.device, self.paths)
         return self._suite
 
-    def outputs(self, method: str, dataset: str) -> list[torch.Tensor]:
-        "The (cached) outputs of `method` on `dataset`."
-        return run_method(self.method(method), self.dataset(dataset), self.seed, self.cache_dir / dataset, self.scale)
+    def outputs(self, method: str, dataset: str, first: int | None = None) -> list[torch.Tensor]:
+        "The (cached) outputs of `method` on `dataset` (on its first `first` samples only, if given)."
+        return run_method(self.method(method), self.dataset(dataset, first), self.seed, self.cache_dir / dataset, self.scale)
+
+    def grounds(self, name: str) -> dict:
+        "{sample id: 'textured' | 'flat'} of toy set `name` ({} at paper scale: the real sets have no such label)."
+        if self.scale == 'paper': return {}
+        if name not in self._grounds: self._grounds[name] = sample_grounds(name, self.dataset(name), self.scale, self.data_root, self.n_samples)
+        return self._grounds[name]
 
 # %% ../../nbs/63_experiments.tables.ipynb #178af128
 @torch.no_grad()
@@ -188,26 +210,30 @@ def _paper_cols(table: str, paper_method: str | None, dataset: str | None, metri
     out['paper_source'] = src
     return out
 
-PER_IMAGE_METRICS = {'psnr': None, 'psnr_mask': None, 'lpips': 'lpips_extractor', 'lpips_local': 'lpips_extractor',
+PER_IMAGE_METRICS = {'psnr': None, 'psnr_mask': None, 'psnr_effect': None, 'lpips': 'lpips_extractor', 'lpips_local': 'lpips_extractor',
                      'msn': 'msn_mars_extractor', 'mars': 'msn_mars_extractor', 'cfd': 'cfd_extractor',
+                     'msn_judge': 'judge_extractor', 'mars_judge': 'judge_extractor',
                      'win': None, 'tie': None, 'lose': None}     # metric -> the provenance column naming its extractor
 
 @patch
 def _keep_per_image(self: TableRun, method: str, dataset: str, per: pd.DataFrame, metrics, ev: dict | None = None):
     "Keep `per`'s values of `metrics` (one row per image) in long form, for `per_image/<table>.csv`."
+    g = self.grounds(dataset)
     for k in metrics:
         if k not in per: continue
         ext = (ev or {}).get(PER_IMAGE_METRICS[k]) if PER_IMAGE_METRICS[k] else ''
         for i, v in zip(per['id'], per[k]):
-            self.per_image.append(dict(table=self.table, dataset=dataset, method=method, image=str(i), metric=k,
-                                       value=v, scale=self.scale, extractor=ext if isinstance(ext, str) else ''))
+            self.per_image.append(dict(table=self.table, dataset=dataset, method=method, image=str(i), metric=k, value=v,
+                                       scale=self.scale, extractor=ext if isinstance(ext, str) else '', ground=g.get(str(i), '')))
 
 @patch
 def measure(self: TableRun, methods, dataset: str, metrics, paper_as: dict | None = None, latency: bool = False,
-            mask_key: str = 'mask', progress: bool = False) -> list[dict]:
-    "One row per method of `methods` on `dataset`: our `metrics`, the paper's beside them, provenance."
+            mask_key: str = 'mask', progress: bool = False, first: int | None = None) -> list[dict]:
+    """One row per method of `methods` on `dataset`: our `metrics`, the paper's beside them, provenance. `first`: on the
+    set's first `first` samples only (recorded in `subsets` and said in the table's header)."""
     from erase_core.metrics.evaluate import evaluate
-    ds = self.dataset(dataset); h, w = ds[0]['image'].shape[-2:]
+    ds = self.dataset(dataset, first); h, w = ds[0]['image'].shape[-2:]
+    if first is not None and len(ds) < len(self.dataset(dataset)): self.subsets += [(m, dataset, len(ds)) for m in methods]
     paper_as = paper_as or {}
     scored = [k for k in metrics if k not in ('flops_T', 'latency_s', 'inference_s', 'accel')]
     su = self.suite
@@ -219,8 +245,8 @@ def measure(self: TableRun, methods, dataset: str, metrics, paper_as: dict | Non
         row = dict(table=self.table, scale=self.scale, method=name, label=m.label, dataset=dataset, status=m.status if not m.ok else 'measured')
         row.update({k: None for k in metrics})
         if m.ok:
-            outs = self.outputs(name, dataset)
-            kw = dict(lpips_metric=su.lpips if 'lpips' in need else None, fid_extractor=su.fid if 'fid' in need else None,
+            outs = self.outputs(name, dataset, first)
+            kw = dict(judge=su.judge if 'judge' in need else None, lpips_metric=su.lpips if 'lpips' in need else None, fid_extractor=su.fid if 'fid' in need else None,
                       segmenter=su.segmenter if 'segmenter' in need else None,
                       cfd_features=su.cfd_features if 'cfd_features' in need else None,
                       mask_generator=su.mask_generator if 'cfd_features' in need else None)
@@ -229,7 +255,7 @@ def measure(self: TableRun, methods, dataset: str, metrics, paper_as: dict | Non
                 ev, per = evaluate(outs, ds, scale=self.scale, method=name, mask_key=mask_key, progress=progress, return_per_image=True, **kw)
             ev = ev.iloc[0].to_dict()
             for k in scored: row[k] = ev.get(k)
-            for k in ('lpips_extractor', 'fid_extractor', 'msn_mars_extractor', 'cfd_extractor'): row[k] = ev.get(k)
+            for k in ('lpips_extractor', 'fid_extractor', 'msn_mars_extractor', 'cfd_extractor', 'judge_extractor'): row[k] = ev.get(k)
             self._keep_per_image(name, dataset, per, [k for k in scored if k in PER_IMAGE_METRICS], ev)
             if 'flops_T' in metrics: row.update(_flops(self, m, ds))
             if latency:
@@ -257,6 +283,20 @@ def paper_only(self: TableRun, methods, datasets, metrics, labels: dict | None =
     return rows
 
 # %% ../../nbs/63_experiments.tables.ipynb #d2bffae5
+@patch
+def discriminator_columns(self: TableRun, rows: list[dict]) -> list[dict]:
+    "`rows` with disc_chance, disc_tail_mean, disc_left from each measured toy row's checkpoint loss log (None where none)."
+    from erase_core.training.rad import DISCRIMINATOR_CHANCE, discriminator_check, discriminator_log
+    for r in rows:
+        r.update(disc_chance=None, disc_tail_mean=None, disc_left=None)
+        st = checkpoint_status(r.get('checkpoint') or '', self.scale) if self.scale == 'toy' and str(r.get('status')).startswith('measured') else None
+        log = discriminator_log(st.path) if st is not None and st.ok and (Path(st.path) / 'losses.jsonl').exists() else None
+        if log is None: continue
+        c = discriminator_check(log[1], DISCRIMINATOR_CHANCE[log[0]])
+        r.update(disc_chance=c['chance'], disc_tail_mean=c['tail_mean'], disc_left=bool(c['left']))
+    return rows
+
+# %% ../../nbs/63_experiments.tables.ipynb #750310db
 def _order_columns(df: pd.DataFrame, metrics) -> pd.DataFrame:
     first = ['table', 'scale', 'method', 'label', 'dataset', 'status']
     mcols = []
@@ -314,7 +354,9 @@ def _describe_set(self: TableRun, name: str) -> str:
     full = evalset_spec(name, self.scale)['n']; drawn = min(self.n_samples or full, full)
     part = f" (a run on n_samples={self.n_samples}: a full {self.scale} run draws {full})" if drawn < full else ''
     sel = f"; {n} of the {drawn} drawn qualify for the selection" if n < drawn else ''
-    return f"`{name}`: {n} {self.scale} scenes{part} at {w}x{h} pixels{sel}, standing in for {paper}"
+    spec = evalset_spec(name, self.scale); world = f" of toy world {spec['world']}" if spec.get('world') else ''
+    cap = f" ({spec['cap']})" if spec.get('cap') and self.scale == 'toy' else ''
+    return f"`{name}`: {n} {self.scale} scenes{world}{part} at {w}x{h} pixels{sel}, standing in for {paper}{cap}"
 
 @patch
 def write_per_image(self: TableRun) -> Path | None:
@@ -322,7 +364,7 @@ def write_per_image(self: TableRun) -> Path | None:
     if not self.per_image: return None
     import csv
     d = self.out_dir / 'per_image'; d.mkdir(parents=True, exist_ok=True)
-    cols = ['table', 'dataset', 'method', 'image', 'metric', 'value', 'scale', 'extractor']
+    cols = ['table', 'dataset', 'method', 'image', 'metric', 'value', 'scale', 'extractor', 'ground']
     with open(d / f'{self.table}.csv', 'w', newline='') as f:
         w = csv.writer(f, lineterminator='\n'); w.writerow(cols)
         for r in self.per_image:
@@ -341,7 +383,7 @@ def write(self: TableRun, rows: list[dict], metrics, notes: str = '', timing_met
         if c in df: df[c] = pd.array([None if v is None or (isinstance(v, float) and not math.isfinite(v)) else int(v) for v in df[c]], dtype='Int64')
     out = self.out_dir; out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / f'{self.table}.csv', index=False, lineterminator='\n')
-    ex = {k: sorted({str(v) for v in df[k].dropna() if v}) for k in ('lpips_extractor', 'fid_extractor', 'msn_mars_extractor', 'cfd_extractor') if k in df}
+    ex = {k: sorted({str(v) for v in df[k].dropna() if v}) for k in ('lpips_extractor', 'fid_extractor', 'msn_mars_extractor', 'cfd_extractor', 'judge_extractor') if k in df}
     p = self.prov
     per = self.write_per_image()
     head = [f"# {TABLES[self.table]['title']}", '', 'Scale of each block of rows:', '', *self.blocks(df), '',
@@ -350,6 +392,13 @@ def write(self: TableRun, rows: list[dict], metrics, notes: str = '', timing_met
             f"Provenance of every row (checkpoint sha256, extractors, samples): [`{self.table}.csv`]({self.table}.csv)" +
             (f"; every image's value of every per-image metric: [`per_image/{self.table}.csv`](per_image/{self.table}.csv)." if per else '.')]
     if any(ex.values()): head.append('Extractors: ' + '; '.join(f"{k.replace('_extractor', '')} = {', '.join(v)}" for k, v in ex.items() if v) + '.')
+    for m, d, n in dict.fromkeys(self.subsets):
+        head.append(f"Subset: `{m}` on `{d}` is measured on the first {n} of its {len(self.dataset(d))} scenes only (a subset fixed by "
+                    f"position before anything was measured, to keep the reproduction within its time); its comparisons use those scenes.")
+    if 'disc_left' in df and df['disc_left'].notna().any():
+        head.append("Discriminator check (`disc_*` columns: the mean of the last 20 % of the logged discriminator losses against chance): " +
+                    '; '.join(f"{r.method} {r.disc_tail_mean:.4g} vs {r.disc_chance:.4g} ({'left chance' if r.disc_left else 'at chance'})"
+                              for r in df[df['disc_left'].notna()].itertuples()) + '.')
     if notes: head += ['', notes.strip()]
     md = markdown_table(df, metrics, '\n'.join(head) + '\n')
     if self.timing:
@@ -505,6 +554,7 @@ def retrain_checkpoints(names, checkpoints_module=None, run=None):
     base = [str(exe)] if exe.exists() else [sys.executable, '-m', 'erase_core.cli']
     run = run or (lambda argv: subprocess.run(base + argv, cwd=PROJECT_ROOT, check=True))
     for a in argvs: run(a)
+
 
 
 # %% ../../nbs/63_experiments.tables.ipynb #8d2c6fe7

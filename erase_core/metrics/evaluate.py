@@ -17,7 +17,7 @@ from .entity import sundry_metrics, cfd as cfd_score
 from ..models.segmenter import entity_map
 
 # %% auto #0
-__all__ = ['device_name', 'measure_latency', 'evaluate', 'per_image']
+__all__ = ['device_name', 'measure_latency', 'output_entity_map', 'psnr_effect', 'evaluate', 'per_image']
 
 # %% ../../nbs/53_metrics.evaluate.ipynb #6a940032
 def device_name(device=None) -> str:
@@ -93,8 +93,19 @@ class _FIDStream:
         if min(self.n.values()) < 2: raise InputError(f"FID needs at least 2 images per set, got {self.n[False]} outputs")
         return float(self.m.compute())
 
+def output_entity_map(segmenter, out: torch.Tensor, entity_kwargs: dict | None = None) -> np.ndarray:
+    "The entity map (H, W) `segmenter` sees in one output (1,3,H,W), on the segmenter's device."
+    with torch.no_grad():
+        dev = next(iter(segmenter.buffers()), torch.empty(0)).device
+        return entity_map(segmenter(out.to(dev)), out.shape[-2:], **(entity_kwargs or {}))[0][0].cpu().numpy()
+
+def psnr_effect(out: torch.Tensor, target: torch.Tensor, effect_mask: torch.Tensor, mask: torch.Tensor) -> float:
+    "PSNR over the effect pixels alone (`effect_mask` minus the object `mask`, both (1,1,H,W)); NaN when there are none."
+    fx = (effect_mask > 0.5) & ~(mask > 0.5)
+    return psnr_mask(out, target, fx.float()).item() if fx.any() else float('nan')
+
 def evaluate(outputs, dataset, *, scale: str, method: str = '', lpips_metric=None, fid_extractor=None, segmenter=None,
-             output_entities=None, cfd_features=None, mask_generator=None, cfd_quirks=(), mask_key: str = 'mask',
+             output_entities=None, cfd_features=None, mask_generator=None, cfd_quirks=(), mask_key: str = 'mask', judge=None,
              entity_kwargs: dict | None = None, return_per_image: bool = False, progress: bool = False):
     "Score `outputs` against `dataset` (see above); a one-row DataFrame (and the per-image table if asked)."
     check_scale(scale)
@@ -120,15 +131,16 @@ def evaluate(outputs, dataset, *, scale: str, method: str = '', lpips_metric=Non
         r = dict(id=i, paired=bool(s.get('paired', True)))
         if r['paired']:
             r['psnr'] = psnr(out, tgt).item(); r['psnr_mask'] = psnr_mask(out, tgt, m).item()
+            if 'effect_mask' in s: r['psnr_effect'] = psnr_effect(out, tgt, s['effect_mask'][None].float(), s['mask'][None].float())
             if lpips_metric is not None:
                 r['lpips'] = lpips_metric(out, tgt).item(); r['lpips_local'] = lpips_local(out, tgt, m, lpips_metric).item()
         ents = None
         if output_entities is not None: ents = np.asarray(output_entities[k])
-        elif segmenter is not None:
-            with torch.no_grad():
-                dev = next(iter(segmenter.buffers()), torch.empty(0)).device
-                ents = entity_map(segmenter(out.to(dev)), out.shape[-2:], **entity_kwargs)[0][0].cpu().numpy()
+        elif segmenter is not None: ents = output_entity_map(segmenter, out, entity_kwargs)
         if ents is not None: r.update(sundry_metrics(ents, m[0, 0].numpy() > 0.5))
+        if judge is not None:
+            j = sundry_metrics(output_entity_map(judge, out, entity_kwargs), m[0, 0].numpy() > 0.5)
+            r.update(msn_judge=j['msn'], mars_judge=j['mars'])
         if cfd_features is not None:
             c = cfd_score(out[0], m[0, 0].numpy() > 0.5, cfd_features, mask_generator=mask_generator, quirks=cfd_quirks)
             r['cfd'] = c['cfd']; cfd_label = c['extractor']
@@ -140,9 +152,10 @@ def evaluate(outputs, dataset, *, scale: str, method: str = '', lpips_metric=Non
     if fid_extractor is not None: ext['fid'] = getattr(fid_extractor, 'name', type(fid_extractor).__name__)
     if output_entities is not None: ext['msn/mars'] = 'given entities'
     elif segmenter is not None: ext['msn/mars'] = getattr(segmenter, 'name', type(segmenter).__name__)
+    if judge is not None: ext['judge'] = getattr(judge, 'name', type(judge).__name__)
     if cfd_features is not None: ext['cfd'] = cfd_label
     row = dict(method=method, scale=scale, n_images=n, n_paired=int(per['paired'].sum()), n_resized=n_resized)
-    for c in ('psnr', 'psnr_mask', 'lpips', 'lpips_local', 'msn', 'mars', 'cfd'):
+    for c in ('psnr', 'psnr_mask', 'psnr_effect', 'lpips', 'lpips_local', 'msn', 'mars', 'msn_judge', 'mars_judge', 'cfd'):
         if c in per: row[c] = _nanmean(per[c].tolist())
     if fid_stream is not None: row['fid'] = fid_stream.compute()
     row['extractor'] = '; '.join(f'{k}={v}' for k, v in ext.items()) or 'none'

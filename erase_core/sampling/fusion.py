@@ -4,15 +4,16 @@
 
 # %% ../../nbs/21_sampling.fusion.ipynb #33eac36e
 from __future__ import annotations
-import math
+import contextlib, math
 import torch
 import torch.nn.functional as F
 from ..core import InputError
 
 # %% auto #0
-__all__ = ['FUSION_REF_SIZE', 'FUSION_SIZES', 'SIZE_RULES', 'WAVELETS', 'ellipse_kernel', 'dilate', 'gaussian_blur',
-           'fusion_sizes', 'normalise_map', 'binarise_map', 'fusion_alpha', 'scipy_zoom', 'wavelet_blur',
-           'wavelet_decompose', 'wavelet_color_fix', 'fuse_with_alpha', 'attention_fusion']
+__all__ = ['FUSION_REF_SIZE', 'FUSION_SIZES', 'SIZE_RULES', 'WAVELETS', 'FIXED_SIZE_PRESETS', 'ellipse_kernel', 'dilate',
+           'gaussian_blur', 'fusion_sizes', 'normalise_map', 'binarise_map', 'fusion_alpha', 'scipy_zoom',
+           'wavelet_blur', 'wavelet_decompose', 'wavelet_color_fix', 'fuse_with_alpha', 'attention_fusion',
+           'token_map_fusion', 'last_step_token_map']
 
 # %% ../../nbs/21_sampling.fusion.ipynb #f871d663
 def ellipse_kernel(size: int) -> torch.Tensor:
@@ -170,3 +171,29 @@ def attention_fusion(generated: torch.Tensor, image: torch.Tensor, attn_map: tor
     hard, alpha = hard.to(image.dtype), alpha.to(image.dtype)
     out = fuse_with_alpha(generated, image, alpha, hard, color_fix, levels, wavelet)
     return (out, (hard, alpha)) if return_alpha else out
+
+# %% ../../nbs/21_sampling.fusion.ipynb #ede9ed07
+FIXED_SIZE_PRESETS = ('sdxl-inpaint', 'sd15-inpaint')     # ObjectClear's fixed kernel sizes; smaller presets scale them
+
+def token_map_fusion(generated: torch.Tensor, image: torch.Tensor, amap: torch.Tensor, cfg: bool, preset: str, **fusion_kw) -> torch.Tensor:
+    "`attention_fusion` of `generated` into `image` with a last-step token map (2B maps under guidance: the conditional half)."
+    if cfg: amap = amap.chunk(2)[1]
+    fusion_kw.setdefault('sizes', 'fixed' if preset in FIXED_SIZE_PRESETS else 'scaled')
+    return attention_fusion(generated.float(), image.float(), amap.float(), **fusion_kw)
+
+@contextlib.contextmanager
+def last_step_token_map(unet):
+    "Within the block the fusion layer records its token map per step; yields get(latent_hw, n_steps) -> the last step's map."
+    from erase_core.models.objectclear import attention_capture, fusion_layer
+    from erase_core.sampling.pipeline import current_step
+    layer, seen = fusion_layer(unet), {}
+    with attention_capture(unet, layers=[layer]) as store:
+        record = store.record
+        def note(name, probs): ctx = current_step(); seen[name] = ctx.step_index if ctx else -1; record(name, probs)
+        store.record = note
+        def get(latent_hw, n_steps: int) -> torch.Tensor:
+            if seen.get(layer) != n_steps - 1:
+                raise InputError(f"no token map of the last step (step {n_steps - 1}) at {layer}: its attention processor did not run "
+                                 f"there (last recorded: {seen.get(layer, 'never')}); attention-guided fusion needs it")
+            return store.maps(latent_hw)[layer]
+        yield get

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from ..core import InputError
 
 # %% auto #0
-__all__ = ['RAD_VARIANTS', 'RAD_WEIGHTS', 'RAD_ABLATIONS', 'LatentDiscriminator', 'discriminator_mask', 'discriminator_inputs',
-           'discriminator_loss', 'generator_loss_from_logits', 'rad_discriminator_loss', 'rad_generator_loss',
-           'weighted_loss']
+__all__ = ['RAD_VARIANTS', 'RAD_WEIGHTS', 'RAD_ABLATIONS', 'DISCRIMINATOR_CHANCE', 'LatentDiscriminator', 'discriminator_mask',
+           'discriminator_inputs', 'discriminator_loss', 'generator_loss_from_logits', 'rad_discriminator_loss',
+           'rad_generator_loss', 'weighted_loss', 'discriminator_check', 'discriminator_log']
 
 # %% ../../nbs/43_training.rad.ipynb #ab2058ca
 def _groups(c: int) -> int: return math.gcd(c, 32)
@@ -145,3 +145,26 @@ def weighted_loss(terms: dict, weights: dict) -> torch.Tensor:
     if set(terms) != set(weights):
         raise InputError(f"loss terms {sorted(terms)} do not match the weights {sorted(weights)}")
     return sum(weights[k] * terms[k] for k in sorted(terms))
+
+# %% ../../nbs/43_training.rad.ipynb #c3306a5e
+DISCRIMINATOR_CHANCE = {'disc': 2 * math.log(2), 'gan_d': 0.25}   # BCE of equation 5; YOEO's halved LSGAN
+
+def discriminator_check(losses, chance: float, tail: float = 0.2, margin: float = 0.05) -> dict:
+    "dict(chance, tail_mean, left): the mean of the last `tail` of `losses`, and whether it lies more than `margin` below `chance`."
+    v = [float(x) for x in losses]
+    if not v or not all(math.isfinite(x) for x in v): raise InputError(f"losses must be a non-empty sequence of finite numbers, got {len(v)} values")
+    if not chance > 0: raise InputError(f"chance must be a positive loss value, got {chance!r}")
+    t = v[-max(1, math.ceil(tail * len(v))):]
+    m = sum(t) / len(t)
+    return dict(chance=float(chance), tail_mean=m, left=m < (1 - margin) * chance)
+
+def discriminator_log(folder) -> tuple[str, list[float]] | None:
+    "(key, values) of the discriminator loss in `folder/losses.jsonl` ('disc' or 'gan_d'); None when the run logged none."
+    import json
+    from pathlib import Path
+    from erase_core.core import MissingFileError
+    f = Path(folder) / 'losses.jsonl'
+    if not f.exists(): raise MissingFileError(f"{f} not found: the run's loss log")
+    rows = [json.loads(l) for l in f.read_text().splitlines() if l.strip()]
+    key = next((k for k in DISCRIMINATOR_CHANCE if any(k in r for r in rows)), None)
+    return None if key is None else (key, [r[key] for r in rows if key in r])
