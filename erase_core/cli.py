@@ -248,9 +248,10 @@ def flops(args) -> int:
 
 # %% ../nbs/90_cli.ipynb #a41de119
 def toy_vae(args) -> int:
-    from erase_core.models.toy_vae import train_toy_vae
-    _, r = train_toy_vae(out_dir=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         device=args.device or 'cpu', max_minutes=args.max_minutes)
+    from erase_core.models.toy_vae import train_toy_vae, toy_vae_recipe
+    given = dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, thing_weight=args.thing_weight, init=args.init)
+    kw = toy_vae_recipe(args.recipe, **{k: v for k, v in given.items() if v is not None})
+    _, r = train_toy_vae(out_dir=args.out, seed=args.seed, device=args.device or 'cpu', max_minutes=args.max_minutes, **kw)
     print(f"toy VAE (scale: toy): held-out reconstruction PSNR {r['psnr_held_out']:.2f} dB after {r['steps']} steps, "
           f"{r['seconds']:.0f} s on {r['device']}")
     _publish_default('vae', args.out, r['seconds'], args.seed, dict(psnr_held_out=r['psnr_held_out']))
@@ -601,9 +602,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=flops)
     v = sub.add_parser('toy-vae', help="train the toy preset's autoencoder on toy-world scenes")
     v.add_argument('--out', default=None, help='output folder (default: checkpoints/toy/vae)')
-    v.add_argument('--steps', type=int, default=2000)
-    v.add_argument('--batch-size', type=int, default=8)
-    v.add_argument('--lr', type=float, default=2e-3)
+    v.add_argument('--recipe', default='v2', choices=['v1', 'v2'], help="v2: the toy preset's 16-channel VAE (default); v1: toy-v1's")
+    v.add_argument('--steps', type=int, default=None, help="default: the recipe's")
+    v.add_argument('--batch-size', type=int, default=None, help="default: the recipe's")
+    v.add_argument('--lr', type=float, default=None, help="default: the recipe's")
+    v.add_argument('--thing-weight', type=float, default=None, help='extra loss weight on the pixels of things')
+    v.add_argument('--init', default=None, help='a saved toy VAE folder to fine-tune')
     v.add_argument('--max-minutes', type=float, default=None, help='stop early after this many minutes')
     v.add_argument('--seed', type=int, default=0)
     v.add_argument('--device', default=None)

@@ -191,7 +191,7 @@ ROUND2 = [
     ('random-weights-without-preset', lambda t: ['remove', *_single(t), '--random-weights'], 2, '--random-weights needs --preset'),
     ('toy-name-escapes', lambda t: ['remove', *_single(t), '--model', 'toy:../../etc'], 2, 'checkpoint name'),
     ('toy-name-unknown', lambda t: ['remove', *_single(t), '--model', 'toy:nothing-here'], 2, "toy checkpoint 'nothing-here'"),
-    ('toy-with-another-preset', lambda t: ['remove', *_single(t), '--model', 'toy:yoeo-joint', '--preset', 'sd15-inpaint'], 2, 'is a toy-preset model'),
+    ('toy-with-another-preset', lambda t: ['remove', *_single(t), '--model', 'toy:yoeo-joint', '--preset', 'sd15-inpaint'], 2, "-preset model, not 'sd15-inpaint'"),
     ('toy-without-a-unet', lambda t: ['remove', *_single(t), '--model', 'toy:vae'], 2, 'has no unet.safetensors'),
     ('toy-checkpoint-folder-as-model', lambda t: ['remove', *_single(t), '--model', str(Path(__file__).resolve().parent.parent / 'checkpoints' / 'toy' / 'yoeo-joint')],
      2, '--model toy:yoeo-joint'),

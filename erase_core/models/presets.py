@@ -337,9 +337,10 @@ def load_components(preset: str | Preset | None = 'tiny', source='random', seed:
     (`preset=None`: the folder's, see `preset_of_folder`; another preset than the folder's is an error) or 'toy:NAME'
     (a committed toy checkpoint, see `training.checkpoints`)."""
     if isinstance(source, str) and source.startswith('toy:'):
-        from erase_core.training.checkpoints import load_toy_eraser, toy_name
-        if preset is not None and get_preset(preset).name != 'toy':
-            raise ModelLoadError(f"{source} is a toy-preset model, not {get_preset(preset).name!r}: drop the preset or name --preset toy")
+        from erase_core.training.checkpoints import load_toy_eraser, toy_name, toy_preset
+        own = toy_preset(toy_name(source))
+        if preset is not None and get_preset(preset).name != own:
+            raise ModelLoadError(f"{source} is a {own!r}-preset model, not {get_preset(preset).name!r}: drop the preset or name --preset {own}")
         return load_toy_eraser(toy_name(source), vae=vae, unet_weights=unet_weights, lora=lora)
     if source not in ('meta', 'random') and not Path(source).is_dir(): raise MissingFileError(f"model directory not found: {source}")
     if source not in ('meta', 'random') and not (Path(source) / 'unet').is_dir() and (Path(source) / 'unet.safetensors').is_file():

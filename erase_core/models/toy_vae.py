@@ -15,6 +15,7 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.models.autoencoders.vae import DecoderOutput
 from ..core import InputError, pick_device, checkpoints_dir
 from ..data.toyworld import make_toy_scenes, ToyScene, toy_world
+from .presets import get_preset
 
 # %% auto #0
 __all__ = ['TOY_VAE_V2', 'TOY_VAE_RECIPES', 'default_vae_dir', 'reconstruct', 'toy_vae_psnr', 'ToyAutoencoderKL',
@@ -77,13 +78,10 @@ class ToyAutoencoderKL(AutoencoderKL):
         return DecoderOutput(sample=dec) if return_dict else (dec,)
 
 # %% ../../nbs/11_models.toy_vae.ipynb #1e185db1
-TOY_VAE_V2 = dict(in_channels=3, out_channels=3, latent_channels=16, layers_per_block=1, sample_size=64,
-                  block_out_channels=(32, 64, 64), down_block_types=('DownEncoderBlock2D',) * 3,
-                  up_block_types=('UpDecoderBlock2D',) * 3, norm_num_groups=16, scaling_factor=1.0,
-                  mid_block_add_attention=False, shortcut=True)
+TOY_VAE_V2 = dict(get_preset('toy').vae)    # the toy preset's: 16 latent channels, the space-to-channel shortcut
 
 TOY_VAE_RECIPES = {
-    'v1': dict(),   # the first toy VAE: the toy preset's 4-channel AutoencoderKL on the first world
+    'v1': dict(steps=2000, batch_size=8, lr=2e-3),   # the first toy VAE: toy-v1's 4-channel AutoencoderKL on the first world
     'v2': dict(config=TOY_VAE_V2, world='v2', crop=32, batch_size=16, steps=7000, lr=2e-3),
 }
 
@@ -110,7 +108,7 @@ def train_toy_vae(out_dir=None, n_scenes: int = 4000, steps: int = 2000, batch_s
                   num_threads: int | None = 1, progress: bool = True, log_every: int = 100,
                   config: dict | None = None, world: str = 'v1', thing_weight: float = 0.0, init=None):
     """Train a toy VAE on toy scenes of `world`; save it to `out_dir` (default `checkpoints/toy/vae`) with `save_pretrained`;
-    return `(vae, report)`. `config`: a `ToyAutoencoderKL` config (default: the toy preset's 4-channel AutoencoderKL).
+    return `(vae, report)`. `config`: a `ToyAutoencoderKL` config (default: the first, `toy-v1`'s 4-channel AutoencoderKL).
     `train_toy_vae(**toy_vae_recipe('v2'))` trains the second one. `thing_weight`: extra loss weight on the pixels of
     things (objects are where an erasure's edges lie); `init`: a saved toy VAE folder to start from (fine-tuning)."""
     if steps < 1 or n_scenes < 1: raise InputError(f"steps and n_scenes must be >= 1, got {steps}, {n_scenes}")
@@ -131,7 +129,7 @@ def _train(dev, out_dir, n_scenes, steps, batch_size, crop, lr, kl_weight, seed,
     from erase_core.models.presets import build_vae
     torch.manual_seed(seed)
     if init is not None: vae = load_toy_vae(init)
-    else: vae = ToyAutoencoderKL(**config) if config else build_vae('toy', source='random', seed=seed)
+    else: vae = ToyAutoencoderKL(**config) if config else build_vae('toy-v1', source='random', seed=seed)
     vae = vae.to(dev).train()
     size = vae.config.sample_size
     if crop is not None and not 8 <= crop <= size: raise InputError(f"crop must be in [8, {size}] or None, got {crop}")

@@ -112,6 +112,11 @@ def run_commit(run_dir) -> str | None:
     if not p.exists(): return None
     return ' then '.join(dict.fromkeys(s['commit'] for s in json.loads(p.read_text())['sessions'])) or None
 
+def _run_preset(run: Path) -> str:
+    "The model preset a run folder trained (its `recipe.json`; 'toy' when it names none)."
+    p = run / 'recipe.json'
+    return (json.loads(p.read_text()).get('preset') if p.exists() else None) or 'toy'
+
 def publish_run(name: str, run_dir, *, command: str, seed: int, params: dict | None = None, recipe: str | None = None, root=None) -> dict:
     "Publish a finished run folder: `final/` weights plus `losses.jsonl`, `recipe.json`, `run.json`."
     run = Path(run_dir)
@@ -120,7 +125,7 @@ def publish_run(name: str, run_dir, *, command: str, seed: int, params: dict | N
         raise InputError(f"{run}: final/ holds step {state.get('step')} of {state.get('steps')}, not a finished run; resume it first")
     files = sorted(p for p in (run / 'final').iterdir() if p.is_file()) + [run / f for f in ('losses.jsonl', 'recipe.json', 'run.json')]
     return publish(name, files, command=command, seed=seed, wall_seconds=run_seconds(run), root=root, commit=run_commit(run),
-                   extra=dict(recipe=recipe, params=dict(params or {})))
+                   extra=dict(recipe=recipe, params=dict(params or {}), preset=_run_preset(run)))
 
 # %% ../../nbs/42_training.checkpoints.ipynb #df956e96
 TOY_PREFIX = 'toy:'

@@ -27,9 +27,9 @@ from .rad import (LatentDiscriminator, discriminator_mask, discriminator_inputs,
                                      rad_generator_loss, RAD_ABLATIONS, weighted_loss)
 
 # %% auto #0
-__all__ = ['TOY_OBER_SEED', 'TOY_OBER_EVAL_SEED', 'PAPER_PRESETS', 'toy_ober_parquet', 'make_pairs', 'ObjectClearNet',
-           'ObjectClearModel', 'load_objectclear', 'objectclear_erase', 'ObjectClearStage', 'RADStage', 'toy_ober_eval',
-           'effect_region', 'erasure_metrics']
+__all__ = ['TOY_OBER_SEED', 'TOY_OBER_EVAL_SEED', 'toy_ober_parquet', 'make_pairs', 'ObjectClearNet', 'ObjectClearModel',
+           'load_objectclear', 'objectclear_erase', 'ObjectClearStage', 'RADStage', 'toy_ober_eval', 'effect_region',
+           'erasure_metrics']
 
 # %% ../../nbs/44_training.flashclear.ipynb #49c28a0e
 TOY_OBER_SEED = 2              # toy OBER training scenes: seeds (2, i)
@@ -128,16 +128,13 @@ def load_objectclear(source='random', preset: str = 'tiny', seed: int = 0, vae=N
     return ObjectClearModel(c, enc, fus, str(source))
 
 # %% ../../nbs/44_training.flashclear.ipynb #dc6c0b5c
-PAPER_PRESETS = ('sdxl-inpaint', 'sd15-inpaint')
-
 @torch.no_grad()
 def objectclear_erase(model: ObjectClearModel, image: torch.Tensor, mask: torch.Tensor, recipe: str = 'objectclear',
                       steps: int | None = None, guidance_scale: float | None = None, seed: int = 0, fusion: bool = False,
                       unet=None, **fusion_kw) -> torch.Tensor:
     "Erase `mask` (B,1,H,W) from `image` (B,3,H,W) in [0,1] with a sampling recipe ('objectclear', 'flashclear', 'flashclear-2')."
     from erase_core.sampling.pipeline import RECIPES
-    from erase_core.models.objectclear import fusion_layer
-    from erase_core.sampling.fusion import attention_fusion
+    from erase_core.sampling.fusion import last_step_token_map, token_map_fusion
     kw = dict(RECIPES[recipe])
     if steps is not None: kw['steps'] = steps
     if guidance_scale is not None: kw['guidance_scale'] = guidance_scale
@@ -150,13 +147,9 @@ def objectclear_erase(model: ObjectClearModel, image: torch.Tensor, mask: torch.
     g = torch.Generator(dev).manual_seed(seed)
     u = unet or c.unet
     if not fusion: return pipe.decode(pipe.sample_latents(x, m, g, unet=u, prompt_embeds=cond)).float()
-    layer = fusion_layer(u)
-    with attention_capture(u, layers=[layer]) as store:
-        z = pipe.sample_latents(x, m, g, unet=u, prompt_embeds=cond)   # the store keeps the last step's map
-    amap = store.maps(z.shape[-2:])[layer]
-    if kw['guidance_scale'] > 1: amap = amap.chunk(2)[1]              # the conditional half
-    fusion_kw.setdefault('sizes', 'fixed' if c.preset.name in PAPER_PRESETS else 'scaled')   # toy images are 64 px, not 512
-    return attention_fusion(pipe.decode(z).float(), x.float(), amap.float(), **fusion_kw)
+    with last_step_token_map(u) as token_map:                          # the fusion layer's map of the last step
+        z = pipe.sample_latents(x, m, g, unet=u, prompt_embeds=cond)
+    return token_map_fusion(pipe.decode(z), x, token_map(z.shape[-2:], kw['steps']), kw['guidance_scale'] > 1, c.preset.name, **fusion_kw)
 
 
 # %% ../../nbs/44_training.flashclear.ipynb #602bfabe
