@@ -169,3 +169,18 @@ def test_capture_equals_default_on_sdxl_conditioning():
     assert st.token_index == 3 and len(st.probs) == len(objectclear_layers(unet))
     assert all(m.shape == (4, 8, 8) for m in st.maps((16, 16)).values())
     assert st.mean_map((16, 16), size=(4, 4)).shape == (4, 4, 4)
+
+
+def test_mixed_dtypes_are_cast_at_the_boundaries():
+    "bf16 attention maps (the recipes' mixed precision) and an fp16 image embedding reach fp32 layers without a dtype error."
+    from erase_core.models.objectclear import attention_mask_loss, build_object_fusion
+    g = torch.Generator().manual_seed(0)
+    maps = [torch.rand(2, 8, 8, generator=g)]; target = (torch.rand(2, 1, 32, 32, generator=g) > 0.6).float()
+    full = attention_mask_loss(maps, target)
+    half = attention_mask_loss([m.bfloat16() for m in maps], target)
+    assert half.dtype == torch.bfloat16 and abs(float(half) - float(full)) < 2e-2
+    fu = build_object_fusion('tiny')
+    emb = torch.randn(2, fu.config.image_dim, generator=g)
+    out = fu(torch.randn(1, 8, 32), emb.half())
+    assert out.dtype == torch.float32 and out.shape == (2, 8, 32)
+    assert torch.allclose(fu.token(emb.half()), fu.token(emb.half().float()))

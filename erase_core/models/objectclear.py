@@ -63,7 +63,7 @@ class ObjectTokenFusion(ModelMixin, ConfigMixin):
         if object_embeds.ndim == 3: object_embeds = object_embeds[:, 0]
         if object_embeds.ndim != 2 or object_embeds.shape[-1] != self.config.image_dim:
             raise InputError(f"object_embeds must be (B, {self.config.image_dim}), got {tuple(object_embeds.shape)}")
-        return self.layer_norm(self.mlp2(self.mlp1(object_embeds)))
+        return self.layer_norm(self.mlp2(self.mlp1(object_embeds.to(self.layer_norm.weight.dtype))))   # an fp16 encoder into fp32 layers
 
     def forward(self, prompt_embeds: torch.Tensor, object_embeds: torch.Tensor, token_index: int | None = None) -> torch.Tensor:
         "Per-image prompt embeddings (B, S, D): `prompt_embeds` (1 or B, S, D) with row `token_index` replaced."
@@ -386,7 +386,7 @@ def attention_mask_loss(maps, target: torch.Tensor, threshold: float = 0.1, back
     for a in ms:
         if a.ndim != 3 or a.shape[0] != target.shape[0]:
             raise InputError(f"each map must be (B,h,w) with B = {target.shape[0]}, got {tuple(a.shape)}")
-        m = F.interpolate(target.to(a.dtype), size=a.shape[-2:], mode='bilinear', align_corners=False, antialias=True)[:, 0]
+        m = F.interpolate(target.float(), size=a.shape[-2:], mode='bilinear', align_corners=False, antialias=True)[:, 0]   # fp32: no bf16 kernel
         fg = (m > threshold).to(a.dtype); bg = 1 - fg
         l_bg = (a * bg).sum((-2, -1)) / (bg.sum((-2, -1)) + eps)
         l_fg = (a * fg).sum((-2, -1)) / (fg.sum((-2, -1)) + eps)
