@@ -11,8 +11,9 @@ from erase_core.training.rad import (LatentDiscriminator, discriminator_inputs, 
 def test_bad_input():
     unet = build_unet('tiny')
     bad = build_unet('tiny'); bad.register_to_config(in_channels=4)
-    with pytest.raises(InputError, match='9-channel'):
+    with pytest.raises(InputError, match=r'needs an inpainting UNet \(2C \+ 1 inputs'):
         LatentDiscriminator(bad)
+    assert build_unet('toy').config.in_channels == 33 and LatentDiscriminator(build_unet('toy')).heads   # 16 latent channels: 2 x 16 + 1
     with pytest.raises(InputError, match='heads must name'):
         LatentDiscriminator(unet, heads=('up',))
     D = LatentDiscriminator(unet)
