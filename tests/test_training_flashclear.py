@@ -40,6 +40,20 @@ def test_students_run_from_the_base_and_export_a_lora(base, tmp_path, recipe, st
     assert sd and all('lora' in k for k in sd)
 
 
+@pytest.mark.parametrize('precision', ['bf16', 'fp16'])
+@pytest.mark.parametrize('recipe', ['objectclear', 'flashclear'])
+def test_a_smoke_step_runs_under_mixed_precision(base, tmp_path, recipe, precision):
+    "The paper recipes train in bf16; the attention mask loss and the object token must not break under autocast."
+    extra = ['--base', base / 'final'] if recipe == 'flashclear' else []
+    import subprocess, sys                                           # a process of its own: accelerate's state is process-wide
+    argv = ['train', recipe, '--scale', 'smoke', '--out', tmp_path / 'r', '--set', f'mixed_precision={precision}', '--max-steps', 1, '--quiet', *extra]
+    r = subprocess.run([sys.executable, '-m', 'erase_core.cli', *map(str, argv)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = read_losses(tmp_path / 'r')
+    assert len(rows) == 1 and all(torch.isfinite(torch.tensor(v)) for k, v in rows[0].items() if k != 'step')
+    assert json.loads((tmp_path / 'r' / 'recipe.json').read_text())['mixed_precision'] == precision
+
+
 @pytest.mark.parametrize('abl,terms,disc', [('I', {'diffusion', 'mask'}, False), ('II', {'diffusion', 'lpips', 'mask'}, False),
                                             ('III', {'diffusion', 'lpips', 'adversarial', 'mask'}, True)])
 def test_the_ablation_is_a_switch_recorded_in_the_run(tmp_path, abl, terms, disc):
