@@ -251,10 +251,13 @@ def toy_vae(args) -> int:
     from erase_core.models.toy_vae import train_toy_vae, toy_vae_recipe
     given = dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, thing_weight=args.thing_weight, init=args.init)
     kw = toy_vae_recipe(args.recipe, **{k: v for k, v in given.items() if v is not None})
-    _, r = train_toy_vae(out_dir=args.out, seed=args.seed, device=args.device or 'cpu', max_minutes=args.max_minutes, **kw)
+    from erase_core.training.checkpoints import toy_root
+    name = 'vae' if args.recipe == 'v2' else 'vae-v1'                  # each recipe has its own default place, never the other's
+    out = args.out if args.out is not None else toy_root() / name
+    _, r = train_toy_vae(out_dir=out, seed=args.seed, device=args.device or 'cpu', max_minutes=args.max_minutes, **kw)
     print(f"toy VAE (scale: toy): held-out reconstruction PSNR {r['psnr_held_out']:.2f} dB after {r['steps']} steps, "
           f"{r['seconds']:.0f} s on {r['device']}")
-    _publish_default('vae', args.out, r['seconds'], args.seed, dict(psnr_held_out=r['psnr_held_out']))
+    _publish_default(name, args.out, r['seconds'], args.seed, dict(psnr_held_out=r['psnr_held_out'], preset='toy' if name == 'vae' else 'toy-v1'))
     return 0
 
 def _publish_default(name: str, out, seconds: float, seed: int, extra: dict):
@@ -601,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument('--csv', help='also write the table to this CSV file (e.g. results/compute_accounting.csv)')
     f.set_defaults(func=flops)
     v = sub.add_parser('toy-vae', help="train the toy preset's autoencoder on toy-world scenes")
-    v.add_argument('--out', default=None, help='output folder (default: checkpoints/toy/vae)')
+    v.add_argument('--out', default=None, help='output folder (default: checkpoints/toy/vae, or vae-v1 for --recipe v1)')
     v.add_argument('--recipe', default='v2', choices=['v1', 'v2'], help="v2: the toy preset's 16-channel VAE (default); v1: toy-v1's")
     v.add_argument('--steps', type=int, default=None, help="default: the recipe's")
     v.add_argument('--batch-size', type=int, default=None, help="default: the recipe's")

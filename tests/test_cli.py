@@ -103,3 +103,22 @@ def test_tile_decoding_and_a_cache_from_the_command_line(tmp_path, capsys):
     err = capsys.readouterr().err
     errors = [l for l in err.splitlines() if l.startswith('erase-core: error:')]
     assert len(errors) == 1 and "'nope'" in errors[0] and 'Traceback' not in err
+
+
+def test_toy_vae_trains_the_recipe_it_names_into_its_own_place(monkeypatch, tmp_path):
+    "`toy-vae` trains the toy preset's 16-channel recipe by default; the first (v1) goes to vae-v1, never over `vae`."
+    import erase_core.models.toy_vae as TV
+    from erase_core.cli import main
+    calls = []
+    def fake(out_dir=None, **kw):
+        calls.append(dict(kw, out_dir=out_dir)); return None, dict(psnr_held_out=30.0, steps=kw.get('steps'), seconds=1.0, device='cpu')
+    monkeypatch.setattr(TV, 'train_toy_vae', fake)
+    published = []
+    monkeypatch.setattr('erase_core.cli._publish_default', lambda name, out, *a, **k: published.append((name, out)))
+    assert main(['toy-vae', '--steps', '3']) == 0 and main(['toy-vae', '--recipe', 'v1']) == 0
+    assert main(['toy-vae', '--out', str(tmp_path / 'v'), '--thing-weight', '4', '--init', str(tmp_path)]) == 0
+    v2, v1, ft = calls
+    assert v2['config']['latent_channels'] == 16 and v2['world'] == 'v2' and v2['steps'] == 3 and v2['out_dir'].name == 'vae'
+    assert 'config' not in v1 and v1['out_dir'].name == 'vae-v1' and v1['steps'] == 2000
+    assert ft['thing_weight'] == 4 and ft['init'] == str(tmp_path) and str(ft['out_dir']) == str(tmp_path / 'v')
+    assert [n for n, _ in published] == ['vae', 'vae-v1', 'vae']
